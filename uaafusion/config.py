@@ -1,0 +1,312 @@
+"""``params.yaml`` -> typed, validated configuration; one dataclass per section.
+
+Every key is checked: an unknown key, a wrong type or a value outside the allowed set raises
+:class:`ConfigError` naming the dotted key (``train.schedule``) and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from uaafusion.errors import ConfigError
+
+Layout = Literal["msrs", "fmb", "boxes", "pairs"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    layout: Layout = "msrs"
+    root: str = "data/synthetic"
+    train_split: str = "train"
+    test_split: str = "test"
+    num_classes: int = 5
+    class_names: tuple[str, ...] = ("background", "road", "person", "car", "bicycle")
+    ignore_index: int = 255
+    crop_size: int = 96
+    batch_size: int = 4
+    num_workers: int = 0
+    on_bad_input: Literal["strict", "skip"] = "strict"
+
+    def check(self, prefix: str) -> None:
+        _require(2 <= self.num_classes <= 256, f"{prefix}.num_classes", "an integer from 2 to 256", self.num_classes)
+        _require(len(self.class_names) == self.num_classes, f"{prefix}.class_names",
+                 f"a list of exactly num_classes={self.num_classes} names", list(self.class_names))
+        _require(self.crop_size >= 0, f"{prefix}.crop_size", "0 (whole images) or a positive size", self.crop_size)
+        _require(self.batch_size >= 1, f"{prefix}.batch_size", "an integer >= 1", self.batch_size)
+        _require(self.num_workers >= 0, f"{prefix}.num_workers", "an integer >= 0", self.num_workers)
+        _require(not 0 <= self.ignore_index < self.num_classes, f"{prefix}.ignore_index",
+                 f"an id outside 0..{self.num_classes - 1}", self.ignore_index)
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    train: int = 64
+    test: int = 16
+    height: int = 128
+    width: int = 128
+    seed: int = 0
+
+    def check(self, prefix: str) -> None:
+        for name in ("train", "test"):
+            _require(getattr(self, name) >= 1, f"{prefix}.{name}", "an integer >= 1", getattr(self, name))
+        for name in ("height", "width"):
+            _require(getattr(self, name) >= 32, f"{prefix}.{name}", "an integer >= 32", getattr(self, name))
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    arch: str = "DeepLabV3Plus"
+    encoder: str = "mobilenet_v2"
+    encoder_weights: str | None = None
+
+
+@dataclass(frozen=True)
+class FusionModelConfig:
+    name: str = "uaafusion"
+    stages: int = 3
+    features: int = 16
+
+    def check(self, prefix: str) -> None:
+        _require(self.stages >= 1, f"{prefix}.stages", "an integer >= 1", self.stages)
+        _require(self.features >= 4, f"{prefix}.features", "an integer >= 4", self.features)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    fusion: FusionModelConfig = field(default_factory=FusionModelConfig)
+
+
+@dataclass(frozen=True)
+class AttributionConfig:
+    steps: int = 5
+    method: Literal["riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre"] = "riemann_right"
+    internal_batch_size: int = 32
+
+    def check(self, prefix: str) -> None:
+        _require(self.steps >= 1, f"{prefix}.steps", "an integer >= 1", self.steps)
+        _require(self.internal_batch_size >= 1, f"{prefix}.internal_batch_size", "an integer >= 1",
+                 self.internal_batch_size)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    schedule: Literal["alternating", "joint"] = "alternating"
+    rounds: int = 2
+    pretrain_epochs: int = 4
+    fusion_epochs: int = 2
+    segmentation_epochs: int = 1
+    joint_epochs: int = 4
+    lr_fusion: float = 1e-3
+    lr_segmenter: float = 1e-3
+    weight_decay: float = 1e-4
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    grad_clip: float = 1.0
+    amp: bool = False
+    retries: int = 1
+
+    def check(self, prefix: str) -> None:
+        for name in ("rounds", "pretrain_epochs", "fusion_epochs", "segmentation_epochs", "joint_epochs", "retries"):
+            _require(getattr(self, name) >= 0, f"{prefix}.{name}", "an integer >= 0", getattr(self, name))
+        for name in ("lr_fusion", "lr_segmenter"):
+            _require(getattr(self, name) > 0, f"{prefix}.{name}", "a positive number", getattr(self, name))
+        _require(self.weight_decay >= 0, f"{prefix}.weight_decay", "a number >= 0", self.weight_decay)
+        _require(self.grad_clip >= 0, f"{prefix}.grad_clip", "a number >= 0 (0 = off)", self.grad_clip)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    intensity: float = 1.0
+    gradient: float = 1.0
+    segmentation: float = 0.1
+    dice: float = 0.0
+    roi: float = 0.0
+
+    def check(self, prefix: str) -> None:
+        for item in dataclasses.fields(self):
+            _require(getattr(self, item.name) >= 0, f"{prefix}.{item.name}", "a weight >= 0", getattr(self, item.name))
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    peers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    samples: int = 4
+
+    def check(self, prefix: str) -> None:
+        _require(self.samples >= 0, f"{prefix}.samples", "an integer >= 0", self.samples)
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole of ``params.yaml``."""
+
+    seed: int = 0
+    device: str = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    attribution: AttributionConfig = field(default_factory=AttributionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+    def check(self, prefix: str) -> None:
+        device = self.device.lower()
+        allowed = device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
+        _require(allowed, "device", "auto, cpu, cuda or cuda:N", self.device)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples as lists), as it would appear in ``params.yaml``."""
+        return _plain(dataclasses.asdict(self))
+
+    def flat(self) -> dict[str, Any]:
+        """``{"train.rounds": 2, ...}``: every leaf under its dotted key (for MLflow params)."""
+        flat: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict) and value:
+                for key, item in value.items():
+                    walk(f"{prefix}.{key}" if prefix else str(key), item)
+            else:
+                flat[prefix] = value
+
+        walk("", self.to_dict())
+        return flat
+
+
+def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
+    """Read and validate ``params.yaml``; ``overrides`` maps dotted keys to values (``{"train.rounds": 1}``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found. Run from the project root or pass --params.")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error}).") from error
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level.")
+    return params_from_dict(raw, overrides, source=str(path))
+
+
+def params_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None, source: str = "params") -> Params:
+    """Validate a nested dict (as read from YAML) into :class:`Params`, applying dotted ``overrides``."""
+    merged = _deep_copy(raw)
+    for dotted_key, value in (overrides or {}).items():
+        _set_dotted(merged, dotted_key, value, source)
+    return _build(Params, merged, "", source)
+
+
+def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: '{prefix or 'top level'}' must be a mapping, got {type(raw).__name__}.")
+    hints = typing.get_type_hints(cls)
+    known = {item.name for item in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"{source}: unknown key(s) {', '.join(where + str(key) for key in unknown)}; "
+            f"allowed keys{' in ' + prefix if prefix else ''}: {', '.join(sorted(known))}."
+        )
+    values: dict[str, Any] = {}
+    for name in known:
+        if name in raw:
+            key = f"{prefix}.{name}" if prefix else name
+            values[name] = _coerce(hints[name], raw[name], key, source)
+    instance = cls(**values)
+    check = getattr(instance, "check", None)
+    if check is not None:
+        try:
+            check(prefix)
+        except ConfigError as error:
+            raise ConfigError(f"{source}: {error}") from None
+    return instance
+
+
+def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
+    origin = typing.get_origin(hint)
+    arguments = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key, source)
+    if origin is Literal:
+        if value not in arguments:
+            raise ConfigError(f"{source}: {key} = {value!r} is not allowed; allowed values: {', '.join(map(str, arguments))}.")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in arguments:
+            return None
+        inner = [argument for argument in arguments if argument is not type(None)]
+        return _coerce(inner[0], value, key, source)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: {key} must be a list, got {value!r}.")
+        return tuple(_coerce(arguments[0], item, f"{key}[{index}]", source) for index, item in enumerate(value))
+    if origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key} must be a mapping, got {value!r}.")
+        return {str(item_key): _coerce(arguments[1], item, f"{key}.{item_key}", source) for item_key, item in value.items()}
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {key} must be true or false, got {value!r}.")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: {key} must be an integer, got {value!r}.")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: {key} must be a number, got {value!r}.")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: {key} must be a string, got {value!r}.")
+        return value
+    return value
+
+
+def _require(condition: bool, key: str, allowed: str, value: Any) -> None:
+    if not condition:
+        raise ConfigError(f"{key} = {value!r} is not allowed; expected {allowed}.")
+
+
+def _set_dotted(raw: dict[str, Any], dotted_key: str, value: Any, source: str) -> None:
+    parts = dotted_key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: override {dotted_key}: '{part}' is not a section.")
+        node = child
+    node[parts[-1]] = value
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _deep_copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(item) for item in value]
+    return value
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value

@@ -1,0 +1,42 @@
+"""Choosing the torch device: ``auto`` | ``cpu`` | ``cuda`` (``cuda:N``)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from uaafusion.errors import DeviceError
+
+DEVICE_ENV_VARIABLE = "UAAFUSION_DEVICE"
+
+
+def resolve_device(name: str | None = "auto") -> torch.device:
+    """Turn a device name into a ``torch.device``.
+
+    ``auto`` picks CUDA when available, else CPU. ``cuda`` on a machine without CUDA is an
+    error, never a silent fallback. The environment variable ``UAAFUSION_DEVICE`` overrides
+    ``auto`` (used by the Prefect deployment's job variables).
+    """
+    requested = (name or "auto").strip().lower()
+    if requested == "auto":
+        requested = os.environ.get(DEVICE_ENV_VARIABLE, "auto").strip().lower() or "auto"
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cpu":
+        return torch.device("cpu")
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError(
+                f"device '{requested}' was requested but CUDA is not available on this machine "
+                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}). "
+                "Use device: auto or device: cpu, or run on a GPU host."
+            )
+        device = torch.device(requested)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(
+                f"device '{requested}' does not exist: this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s)."
+            )
+        return device
+    raise DeviceError(f"device '{name}' is not understood; allowed: auto, cpu, cuda, cuda:N.")
