@@ -9,6 +9,9 @@ import numpy as np
 
 from uaafusion.errors import DataError
 
+# Pixel coordinates within this of an integer count as that integer when rounding box edges.
+_ROUNDING_TOLERANCE = 1e-6
+
 
 @dataclass(frozen=True)
 class Box:
@@ -54,10 +57,11 @@ def read_yolo_boxes(path: str | Path, height: int, width: int, num_box_classes: 
         values = (center_x, center_y, box_width, box_height)
         if any(value < -1e-6 or value > 1 + 1e-6 for value in values):
             raise DataError(f"{path}:{line_number}: coordinates must be normalised to [0, 1], got {line!r}.")
-        x0 = int(np.floor((center_x - box_width / 2) * width))
-        x1 = int(np.ceil((center_x + box_width / 2) * width))
-        y0 = int(np.floor((center_y - box_height / 2) * height))
-        y1 = int(np.ceil((center_y + box_height / 2) * height))
+        # Outward rounding, tolerant of float noise (0.1 + 0.2 = 0.30000000000000004 must not add a pixel).
+        x0 = int(np.floor((center_x - box_width / 2) * width + _ROUNDING_TOLERANCE))
+        x1 = int(np.ceil((center_x + box_width / 2) * width - _ROUNDING_TOLERANCE))
+        y0 = int(np.floor((center_y - box_height / 2) * height + _ROUNDING_TOLERANCE))
+        y1 = int(np.ceil((center_y + box_height / 2) * height - _ROUNDING_TOLERANCE))
         box = Box(box_class, max(0, x0), max(0, y0), min(width, x1), min(height, y1))
         if box.area > 0:
             boxes.append(box)

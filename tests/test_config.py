@@ -1,0 +1,131 @@
+"""``uaafusion.config.load_params``: every wrong key, type or value is a ConfigError naming it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from uaafusion.config import DataConfig, Params, load_params, params_from_dict
+from uaafusion.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_params(tmp_path: Path, raw: object) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def test_repository_params_yaml_loads():
+    params = load_params(REPO_ROOT / "params.yaml")
+    assert isinstance(params, Params)
+    assert params.data.layout in ("msrs", "fmb", "boxes", "pairs")
+    assert len(params.data.class_names) == params.data.num_classes
+    assert params.synthetic.train >= 1 and params.synthetic.test >= 1
+
+
+def test_defaults_equal_an_empty_file(tmp_path):
+    assert load_params(write_params(tmp_path, {})) == Params()
+
+
+def test_round_trip_through_to_dict():
+    params = load_params(REPO_ROOT / "params.yaml")
+    assert params_from_dict(params.to_dict()) == params
+    assert params.flat()["data.layout"] == params.data.layout
+
+
+def test_unknown_key_names_dotted_key_and_allowed_keys(tmp_path):
+    path = write_params(tmp_path, {"train": {"rounds": 1, "epochz": 3}})
+    with pytest.raises(ConfigError) as error:
+        load_params(path)
+    message = str(error.value)
+    assert "train.epochz" in message
+    assert "allowed keys in train" in message and "rounds" in message and "schedule" in message
+    assert str(path) in message
+
+
+def test_unknown_nested_and_top_level_keys(tmp_path):
+    with pytest.raises(ConfigError, match=r"model\.fusion\.depth.*allowed keys in model\.fusion: features, name, stages"):
+        load_params(write_params(tmp_path, {"model": {"fusion": {"depth": 2}}}))
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) trian; allowed keys: attribution"):
+        load_params(write_params(tmp_path, {"trian": {}}))
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"train": {"rounds": "two"}}, "train.rounds must be an integer, got 'two'"),
+    ({"train": {"rounds": True}}, "train.rounds must be an integer"),
+    ({"train": {"amp": "yes"}}, "train.amp must be true or false"),
+    ({"train": {"lr_fusion": "fast"}}, "train.lr_fusion must be a number"),
+    ({"data": {"root": 5}}, "data.root must be a string"),
+    ({"data": {"class_names": "road"}}, "data.class_names must be a list"),
+    ({"data": "msrs"}, "'data' must be a mapping"),
+    ({"evaluate": {"peers": ["a"]}}, "evaluate.peers must be a mapping"),
+])
+def test_wrong_types_name_the_key(tmp_path, raw, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        load_params(write_params(tmp_path, raw))
+
+
+@pytest.mark.parametrize("raw, key, allowed", [
+    ({"train": {"schedule": "sometimes"}}, "train.schedule", "alternating, joint"),
+    ({"data": {"layout": "coco"}}, "data.layout", "msrs, fmb, boxes, pairs"),
+    ({"data": {"on_bad_input": "ignore"}}, "data.on_bad_input", "strict, skip"),
+    ({"train": {"lr_schedule": "step"}}, "train.lr_schedule", "cosine, constant"),
+])
+def test_value_outside_allowed_set_lists_allowed_values(tmp_path, raw, key, allowed):
+    with pytest.raises(ConfigError) as error:
+        load_params(write_params(tmp_path, raw))
+    message = str(error.value)
+    assert key in message and f"allowed values: {allowed}" in message
+
+
+@pytest.mark.parametrize("raw, key", [
+    ({"data": {"crop_size": -1}}, "data.crop_size"),
+    ({"data": {"num_classes": 3}}, "data.class_names"),
+    ({"data": {"ignore_index": 2}}, "data.ignore_index"),
+    ({"data": {"batch_size": 0}}, "data.batch_size"),
+    ({"synthetic": {"height": 8}}, "synthetic.height"),
+    ({"synthetic": {"train": 0}}, "synthetic.train"),
+    ({"train": {"lr_fusion": 0}}, "train.lr_fusion"),
+    ({"loss": {"roi": -0.5}}, "loss.roi"),
+    ({"device": "gpu"}, "device"),
+])
+def test_value_checks_name_the_key(tmp_path, raw, key):
+    with pytest.raises(ConfigError, match=rf"{key.replace('.', '[.]')} = .* is not allowed; expected"):
+        load_params(write_params(tmp_path, raw))
+
+
+def test_overrides_apply_and_are_validated(tmp_path):
+    path = write_params(tmp_path, {"train": {"rounds": 2}})
+    params = load_params(path, {"train.rounds": 1, "data.layout": "pairs", "data.root": "elsewhere"})
+    assert params.train.rounds == 1 and params.data.layout == "pairs" and params.data.root == "elsewhere"
+    assert load_params(path).train.rounds == 2  # overrides do not leak into the file or later loads
+    with pytest.raises(ConfigError, match="data.layout = 'coco' is not allowed"):
+        load_params(path, {"data.layout": "coco"})
+    with pytest.raises(ConfigError, match="train.nonsense"):
+        load_params(path, {"train.nonsense": 1})
+    with pytest.raises(ConfigError, match="seed"):
+        load_params(path, {"seed.value": 1})
+    with pytest.raises(ConfigError, match="'train' is not a section"):
+        load_params(write_params(tmp_path, {"train": 3}), {"train.rounds": 1})
+
+
+def test_class_names_become_a_tuple(tmp_path):
+    params = load_params(write_params(tmp_path, {"data": {"num_classes": 2, "class_names": ["a", "b"]}}))
+    assert params.data == DataConfig(num_classes=2, class_names=("a", "b"))
+
+
+def test_file_problems(tmp_path):
+    with pytest.raises(ConfigError, match="params file not found"):
+        load_params(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping of sections"):
+        load_params(listing)
