@@ -1,0 +1,13 @@
+"""Evaluation: fusion quality metrics, segmentation/ROI task metrics, and folder scoring.
+
+- :mod:`uaafusion.metrics.fusion`: :func:`fusion_metrics` (EN, SD, SF, AG, MI, MI_bits, SCD, VIF, Qabf, SSIM).
+- :mod:`uaafusion.metrics.segmentation`: :class:`ConfusionMatrix`, :func:`roi_ssim`.
+- :mod:`uaafusion.metrics.evaluate`: :func:`evaluate_folders`, :func:`format_table`.
+"""
+
+from __future__ import annotations
+
+from uaafusion.metrics.fusion import METRIC_NAMES, fusion_metrics
+from uaafusion.metrics.segmentation import ConfusionMatrix, roi_ssim
+
+__all__ = ["METRIC_NAMES", "ConfusionMatrix", "fusion_metrics", "roi_ssim"]

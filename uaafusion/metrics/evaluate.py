@@ -1,0 +1,464 @@
+"""Scoring a folder of fused images against their infrared/visible sources (and labels, if any).
+
+:func:`evaluate_folders` pairs ``ir/NAME.*``, ``vi/NAME.*`` and ``fused/NAME.*`` by file stem
+(extensions may differ), checks everything first (missing files, size mismatches, labels out of
+range, malformed boxes: one :class:`~uaafusion.errors.DataError` lists every problem), then
+computes per image
+
+- the fusion metrics of :func:`uaafusion.metrics.fusion.fusion_metrics` on the gray (rounded
+  BT.601 luma) images;
+- with ``boxes_dir``: ``ROI_SSIM_ir`` / ``ROI_SSIM_vi`` = :func:`~uaafusion.metrics.segmentation.roi_ssim`
+  of F against A / B inside the union of the boxes, and ``ROI_SSIM`` = their sum (like ``SSIM``);
+  ``None`` for an image without boxes;
+- with a ``segmenter`` and ``labels_dir``: ``mIoU`` of that image; with a segmenter and
+  ``boxes_dir``: ``box_mIoU`` of that image against the box-derived class mask.
+
+``mean`` holds the mean over images of every per-image metric (images where it is ``None``
+left out), except the segmentation metrics, which are *set-level*: mIoU, pixel accuracy and
+per-class IoU come from one confusion matrix accumulated over all images (see
+:mod:`uaafusion.metrics.segmentation`), for the segmenter applied to the fused image (``mIoU``,
+``pixel_accuracy``, ``IoU/<class>``) and, for comparison, to each source (``mIoU_ir``,
+``pixel_accuracy_ir``, ``IoU_ir/<class>``, ``mIoU_vi``, ...). Against box masks the same keys
+carry a ``box_`` prefix (``box_mIoU``, ``box_pixel_accuracy``, ``box_IoU/<class>``,
+``box_mIoU_ir``, ...). Undefined values (``nan``) are reported as ``None`` so the result is
+plain JSON.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from uaafusion.data.boxes import Box, boxes_to_class_mask, boxes_to_roi_mask, read_yolo_boxes
+from uaafusion.data.io import read_image, read_label_image, to_gray_uint8
+from uaafusion.data.pairs import find_pairs, index_images
+from uaafusion.errors import ConfigError, DataError
+from uaafusion.metrics.fusion import METRIC_NAMES, fusion_metrics_and_ssim_maps
+from uaafusion.metrics.segmentation import ConfusionMatrix, roi_mean_of_ssim_map
+
+LOGGER = logging.getLogger(__name__)
+
+DEFAULT_BOX_CLASS_NAMES: tuple[str, ...] = ("person", "bicycle", "car")
+"""Box classes of the MSRS detection labels, used when no ``classes.txt`` is found."""
+
+BACKGROUND_CLASS_NAME = "background"
+KEEP_DECODED_BYTES = 512 * 2**20
+"""Gray images decoded while checking the folders are kept (up to this many bytes) for scoring."""
+CLASSES_FILE_NAME = "classes.txt"
+
+# Segmenter inputs, in the order of the batch it sees: key suffix of the result -> role.
+_SEGMENTER_INPUTS: tuple[tuple[str, str], ...] = (("", "fused"), ("_ir", "ir"), ("_vi", "vi"))
+
+
+@dataclass
+class _Sample:
+    """Paths of one image triple (and its labels), found by name."""
+
+    name: str
+    ir_path: Path
+    vi_path: Path
+    fused_path: Path
+    label_path: Path | None = None
+    boxes_path: Path | None = None
+    boxes: list[Box] = field(default_factory=list)
+    gray_images: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (ir, vi, fused) kept from the check
+
+    def read_gray_images(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Gray ``uint8`` (ir, vi, fused): the ones kept from the check pass (then released), else read."""
+        if self.gray_images is not None:
+            images, self.gray_images = self.gray_images, None
+            return images
+        return (
+            to_gray_uint8(read_image(self.ir_path)),
+            to_gray_uint8(read_image(self.vi_path)),
+            to_gray_uint8(read_image(self.fused_path)),
+        )
+
+
+def read_box_class_names(boxes_dir: str | Path) -> list[str] | None:
+    """Box class names from ``classes.txt`` in ``boxes_dir``, its parent or its grandparent.
+
+    Lines are ``NAME`` or ``ID NAME`` (``0 person``), in class order; ``None`` when no file exists.
+    """
+    folder = Path(boxes_dir).resolve()
+    for candidate in (folder, folder.parent, folder.parent.parent):
+        path = candidate / CLASSES_FILE_NAME
+        if not path.is_file():
+            continue
+        names: list[str] = []
+        for line in path.read_text().splitlines():
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) > 1 and fields[0].lstrip("-").isdigit():
+                names.append(" ".join(fields[1:]))
+            else:
+                names.append(" ".join(fields))
+        if names:
+            LOGGER.debug("box classes from %s: %s", path, names)
+            return names
+    return None
+
+
+def _preview(items: Sequence[str], limit: int = 20) -> str:
+    shown = "; ".join(items[:limit])
+    return shown + (f"; ... and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _size_text(shape: tuple[int, ...]) -> str:
+    return f"{shape[1]}x{shape[0]}"
+
+
+def _segmenter_class_count(segmenter: torch.nn.Module, device: torch.device) -> int:
+    """Number of output channels of ``segmenter`` (one forward pass on a small blank image)."""
+    with torch.inference_mode():
+        logits = segmenter(torch.zeros(1, 1, 64, 64, device=device))
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 4:
+        raise ConfigError(
+            "the segmenter must map (B, 1, H, W) images to logits (B, C, H, W); "
+            f"it returned {type(logits).__name__} {getattr(logits, 'shape', '')}."
+        )
+    return int(logits.shape[1])
+
+
+def _resolve_classes(
+    boxes_dir: str | Path | None,
+    segmenter: torch.nn.Module | None,
+    num_classes: int | None,
+    class_names: Sequence[str] | None,
+    device: torch.device,
+) -> tuple[int | None, list[str] | None]:
+    """Settle the number of classes and their names from the arguments, ``classes.txt`` and the segmenter."""
+    box_names: list[str] | None = None
+    if boxes_dir is not None:
+        box_names = read_box_class_names(boxes_dir) or list(DEFAULT_BOX_CLASS_NAMES)
+        if num_classes is None:
+            num_classes = len(box_names) + 1
+    if segmenter is not None:
+        segmenter_classes = _segmenter_class_count(segmenter, device)
+        if num_classes is None:
+            num_classes = segmenter_classes
+        elif segmenter_classes != num_classes:
+            raise ConfigError(
+                f"the segmenter predicts {segmenter_classes} classes but num_classes is {num_classes}; "
+                "pass --num-classes matching the segmenter (or a segmenter trained for these labels)."
+            )
+    if num_classes is not None and num_classes < 1:
+        raise ConfigError(f"num_classes must be at least 1, got {num_classes}.")
+    if class_names is not None:
+        names = [str(name).strip() for name in class_names]
+        if num_classes is None:
+            num_classes = len(names)
+        if len(names) != num_classes:
+            raise ConfigError(
+                f"{len(names)} class names given ({', '.join(names)}) for {num_classes} classes; "
+                "give one name per class, background first."
+            )
+        return num_classes, names
+    if num_classes is None:
+        return None, None
+    if box_names is not None and len(box_names) + 1 == num_classes:
+        return num_classes, [BACKGROUND_CLASS_NAME, *box_names]
+    return num_classes, [f"class{index}" for index in range(num_classes)]
+
+
+def _collect_samples(
+    ir_dir: str | Path,
+    vi_dir: str | Path,
+    fused_dir: str | Path,
+    labels_dir: str | Path | None,
+    boxes_dir: str | Path | None,
+    num_classes: int | None,
+    ignore_index: int,
+) -> list[_Sample]:
+    """Find every triple and check it; one :class:`DataError` lists all problems found."""
+    pairs = find_pairs(ir_dir, vi_dir)
+    fused_index = index_images(fused_dir, "fused")
+    label_index = index_images(labels_dir, "label") if labels_dir is not None else {}
+    problems: list[str] = []
+    hints: list[str] = []
+
+    missing_fused = [pair.name for pair in pairs if pair.name not in fused_index]
+    if missing_fused:
+        problems.append(f"no fused image in {fused_dir} for {len(missing_fused)} pair(s): {_preview(missing_fused)}")
+        hints.append(
+            "fuse the missing pairs (file name = the pair's name, any image extension) "
+            "or point --fused at the complete folder"
+        )
+    missing_labels = [pair.name for pair in pairs if labels_dir is not None and pair.name not in label_index]
+    if missing_labels:
+        problems.append(f"no label image in {labels_dir} for: {_preview(missing_labels)}")
+        hints.append("add the missing class-index label PNGs")
+    missing_boxes = {
+        pair.name for pair in pairs if boxes_dir is not None and not (Path(boxes_dir) / f"{pair.name}.txt").is_file()
+    }
+    if missing_boxes:
+        problems.append(f"no box file {boxes_dir}/NAME.txt for: {_preview(sorted(missing_boxes))}")
+        hints.append("add the box files (an empty file means no boxes)")
+    extra_fused = sorted(set(fused_index) - {pair.name for pair in pairs})
+    if extra_fused:
+        LOGGER.info(
+            "%d fused image(s) without a source pair are ignored: %s", len(extra_fused), _preview(extra_fused, 5)
+        )
+
+    size_problems: list[str] = []
+    label_problems: list[str] = []
+    unreadable: list[str] = []
+    kept_bytes = 0
+    samples: list[_Sample] = []
+    for pair in pairs:
+        if pair.name not in fused_index:
+            continue
+        sample = _Sample(pair.name, pair.ir_path, pair.vi_path, fused_index[pair.name])
+        try:
+            ir_image, vi_image, fused_image = (
+                read_image(pair.ir_path), read_image(pair.vi_path), read_image(sample.fused_path)
+            )
+        except DataError as error:
+            unreadable.append(str(error))
+            continue
+        ir_shape, vi_shape, fused_shape = ir_image.shape[:2], vi_image.shape[:2], fused_image.shape[:2]
+        if kept_bytes + 3 * ir_image[..., 0].size <= KEEP_DECODED_BYTES:  # spare the second decode
+            sample.gray_images = (to_gray_uint8(ir_image), to_gray_uint8(vi_image), to_gray_uint8(fused_image))
+            kept_bytes += sum(image.nbytes for image in sample.gray_images)
+        if ir_shape != vi_shape:
+            size_problems.append(f"{pair.name}: infrared {_size_text(ir_shape)} vs visible {_size_text(vi_shape)}")
+        if fused_shape != ir_shape or fused_shape != vi_shape:
+            size_problems.append(
+                f"{pair.name}: fused {_size_text(fused_shape)} vs infrared {_size_text(ir_shape)}, "
+                f"visible {_size_text(vi_shape)}"
+            )
+        height, width = ir_shape
+        if pair.name in label_index:
+            sample.label_path = label_index[pair.name]
+            label = read_label_image(sample.label_path)
+            if label.shape != ir_shape:
+                size_problems.append(
+                    f"{pair.name}: label {_size_text(label.shape)} vs infrared {_size_text(ir_shape)}"
+                )
+            if num_classes is not None:
+                bad_ids = np.unique(label[(label != ignore_index) & ((label < 0) | (label >= num_classes))])
+                if bad_ids.size:
+                    label_problems.append(
+                        f"{sample.label_path}: class ids {bad_ids[:10].tolist()} outside 0..{num_classes - 1} "
+                        f"(ignore index {ignore_index})"
+                    )
+        if boxes_dir is not None and pair.name not in missing_boxes:
+            sample.boxes_path = Path(boxes_dir) / f"{pair.name}.txt"
+            num_box_classes = (num_classes - 1) if num_classes is not None else len(DEFAULT_BOX_CLASS_NAMES)
+            try:
+                sample.boxes = read_yolo_boxes(sample.boxes_path, height, width, num_box_classes)
+            except DataError as error:
+                label_problems.append(str(error))
+        samples.append(sample)
+
+    if unreadable:
+        problems.append(f"{len(unreadable)} unreadable image(s): {_preview(unreadable)}")
+        hints.append("replace or remove the unreadable files")
+    if size_problems:
+        problems.append(f"size mismatch in {len(size_problems)} case(s) (width x height): {_preview(size_problems)}")
+        hints.append(
+            "fused images must have the size of their sources (and sources of each other); "
+            "re-fuse or re-align these pairs"
+        )
+    if label_problems:
+        problems.append(f"bad labels in {len(label_problems)} file(s): {_preview(label_problems)}")
+        hints.append("fix the labels, or pass --num-classes (and class names) matching them")
+    if problems:
+        raise DataError(
+            "cannot evaluate: " + " | ".join(problems) + ". What to do: " + "; ".join(hints) + "."
+        )
+    return samples
+
+
+def _json_number(value: float) -> float | None:
+    """``nan``/``inf`` -> ``None`` (JSON has no NaN); anything else -> ``float``."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _segmentation_summary(
+    matrix: ConfusionMatrix, class_names: list[str], prefix: str, suffix: str
+) -> dict[str, float | None]:
+    """Set-level keys ``{prefix}mIoU{suffix}``, ``{prefix}pixel_accuracy{suffix}``, ``{prefix}IoU{suffix}/<class>``."""
+    summary: dict[str, float | None] = {
+        f"{prefix}mIoU{suffix}": _json_number(matrix.miou()),
+        f"{prefix}pixel_accuracy{suffix}": _json_number(matrix.pixel_accuracy()),
+    }
+    for name, value in zip(class_names, matrix.per_class_iou(), strict=True):
+        summary[f"{prefix}IoU{suffix}/{name}"] = _json_number(value)
+    return summary
+
+
+def _predict_classes(
+    segmenter: torch.nn.Module, images: list[np.ndarray], device: torch.device, num_classes: int
+) -> np.ndarray:
+    """Class indices ``int64 (N, H, W)`` that ``segmenter`` predicts for equal-size gray ``uint8`` images."""
+    batch = torch.from_numpy(np.stack(images)).to(device=device, dtype=torch.float32).div_(255.0).unsqueeze(1)
+    with torch.inference_mode():
+        logits = segmenter(batch)
+    if logits.ndim != 4 or logits.shape[1] != num_classes or tuple(logits.shape[-2:]) != tuple(batch.shape[-2:]):
+        raise ConfigError(
+            f"the segmenter returned logits of shape {tuple(logits.shape)} for input {tuple(batch.shape)}; "
+            f"expected ({batch.shape[0]}, {num_classes}, {batch.shape[-2]}, {batch.shape[-1]})."
+        )
+    return logits.argmax(dim=1).cpu().numpy().astype(np.int64)
+
+
+def evaluate_folders(
+    ir_dir: str | Path,
+    vi_dir: str | Path,
+    fused_dir: str | Path,
+    labels_dir: str | Path | None = None,
+    boxes_dir: str | Path | None = None,
+    segmenter: torch.nn.Module | None = None,
+    num_classes: int | None = None,
+    class_names: Sequence[str] | None = None,
+    ignore_index: int = 255,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> dict:
+    """Score the fused images of ``fused_dir`` against ``ir_dir``/``vi_dir`` (and labels, if given).
+
+    Args:
+        ir_dir, vi_dir, fused_dir: folders of images paired by file stem (extensions may differ).
+        labels_dir: class-index label PNGs ``NAME.png`` (ids ``0..num_classes-1``, or ``ignore_index``).
+        boxes_dir: YOLO box files ``NAME.txt``; gives ROI-SSIM, and box-mask IoU with a segmenter.
+        segmenter: ``nn.Module`` mapping ``(B, 1, H, W)`` float in ``[0, 1]`` to logits
+            ``(B, C, H, W)``; scored on the fused gray image and on each source. It is moved to
+            ``device`` and run in eval mode (its training flag is restored afterwards).
+        num_classes: classes of the labels/segmenter; default: the segmenter's output channels,
+            or, with boxes, 1 + the number of box classes (``classes.txt`` in the boxes folder,
+            its parent or grandparent; else person, bicycle, car).
+        class_names: names for the ``IoU/<class>`` keys (background first); default from
+            ``classes.txt`` for boxes, else ``class0``, ``class1``, ...
+        ignore_index: label value of pixels that are not scored.
+        device: where the segmenter runs (``cpu``, ``cuda``, ``auto``).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        ``{"per_image": {name: {metric: value}}, "mean": {metric: value}, "count": n}`` (plus
+        ``"roi_count"``, the number of images with boxes, when ``boxes_dir`` is given); values
+        are floats or ``None`` (undefined). See the module docstring for the keys.
+
+    Raises:
+        DataError: missing/unpaired files, size mismatches, labels out of range, bad boxes
+            (all problems listed at once).
+        ConfigError: class names/number of classes inconsistent with each other or the segmenter.
+    """
+    from uaafusion.device import resolve_device
+
+    torch_device = device if isinstance(device, torch.device) else resolve_device(device)
+    was_training = segmenter.training if segmenter is not None else False
+    if segmenter is not None:
+        segmenter.to(torch_device).eval()
+    try:
+        num_classes, names = _resolve_classes(boxes_dir, segmenter, num_classes, class_names, torch_device)
+        samples = _collect_samples(ir_dir, vi_dir, fused_dir, labels_dir, boxes_dir, num_classes, ignore_index)
+        if labels_dir is not None and segmenter is None:
+            LOGGER.warning("labels given without a segmenter: only the fusion metrics are computed.")
+        if segmenter is not None and labels_dir is None and boxes_dir is None:
+            LOGGER.warning("segmenter given without labels or boxes: no segmentation metric is computed.")
+        return _score_samples(
+            samples, segmenter, num_classes, names, ignore_index, torch_device, progress, boxes_dir is not None
+        )
+    finally:
+        if segmenter is not None:
+            segmenter.train(was_training)
+
+
+def _score_samples(
+    samples: list[_Sample],
+    segmenter: torch.nn.Module | None,
+    num_classes: int | None,
+    class_names: list[str] | None,
+    ignore_index: int,
+    device: torch.device,
+    progress: bool,
+    with_boxes: bool,
+) -> dict:
+    """The per-image loop of :func:`evaluate_folders` over checked samples."""
+    score_labels = segmenter is not None and any(sample.label_path is not None for sample in samples)
+    score_boxes = segmenter is not None and with_boxes
+    label_matrices: dict[str, ConfusionMatrix] = {}
+    box_matrices: dict[str, ConfusionMatrix] = {}
+    if segmenter is not None:
+        assert num_classes is not None and class_names is not None
+        label_matrices = {suffix: ConfusionMatrix(num_classes, ignore_index) for suffix, _ in _SEGMENTER_INPUTS}
+        box_matrices = {suffix: ConfusionMatrix(num_classes, ignore_index) for suffix, _ in _SEGMENTER_INPUTS}
+
+    per_image: dict[str, dict[str, float | None]] = {}
+    roi_count = 0
+    for sample in tqdm(samples, desc="evaluate", unit="image", disable=not progress or len(samples) < 2):
+        ir_gray, vi_gray, fused_gray = sample.read_gray_images()
+        metrics, (ssim_map_ir, ssim_map_vi) = fusion_metrics_and_ssim_maps(fused_gray, ir_gray, vi_gray)
+        values: dict[str, float | None] = {key: _json_number(value) for key, value in metrics.items()}
+        height, width = fused_gray.shape
+        if with_boxes:
+            roi = boxes_to_roi_mask(sample.boxes, height, width)
+            roi_ir = roi_mean_of_ssim_map(ssim_map_ir, roi)
+            roi_vi = roi_mean_of_ssim_map(ssim_map_vi, roi)
+            values["ROI_SSIM"] = _json_number(roi_ir + roi_vi)
+            values["ROI_SSIM_ir"] = _json_number(roi_ir)
+            values["ROI_SSIM_vi"] = _json_number(roi_vi)
+            roi_count += values["ROI_SSIM"] is not None
+        if score_labels or score_boxes:
+            assert segmenter is not None and num_classes is not None
+            predictions = _predict_classes(segmenter, [fused_gray, ir_gray, vi_gray], device, num_classes)
+            if score_labels and sample.label_path is not None:
+                label = read_label_image(sample.label_path)
+                image_matrix = ConfusionMatrix(num_classes, ignore_index)
+                image_matrix.update(predictions[0], label)
+                values["mIoU"] = _json_number(image_matrix.miou())
+                for index, (suffix, _) in enumerate(_SEGMENTER_INPUTS):
+                    label_matrices[suffix].update(predictions[index], label)
+            if score_boxes:
+                box_mask = boxes_to_class_mask(sample.boxes, height, width)
+                image_matrix = ConfusionMatrix(num_classes, ignore_index)
+                image_matrix.update(predictions[0], box_mask)
+                values["box_mIoU"] = _json_number(image_matrix.miou())
+                for index, (suffix, _) in enumerate(_SEGMENTER_INPUTS):
+                    box_matrices[suffix].update(predictions[index], box_mask)
+        per_image[sample.name] = values
+
+    mean: dict[str, float | None] = {}
+    keys = list(METRIC_NAMES) + [key for key in ("ROI_SSIM", "ROI_SSIM_ir", "ROI_SSIM_vi") if with_boxes]
+    for key in keys:
+        present = [value[key] for value in per_image.values() if value.get(key) is not None]
+        mean[key] = float(np.mean(present)) if present else None
+    if score_labels:
+        assert class_names is not None
+        for suffix, _ in _SEGMENTER_INPUTS:
+            mean.update(_segmentation_summary(label_matrices[suffix], class_names, "", suffix))
+    if score_boxes:
+        assert class_names is not None
+        for suffix, _ in _SEGMENTER_INPUTS:
+            mean.update(_segmentation_summary(box_matrices[suffix], class_names, "box_", suffix))
+
+    result: dict = {"per_image": per_image, "mean": mean, "count": len(per_image)}
+    if with_boxes:
+        result["roi_count"] = roi_count
+    return result
+
+
+def format_table(results: dict) -> str:
+    """A plain-text table of ``results["mean"]`` (one metric per line) for the terminal."""
+    mean: dict[str, float | None] = results.get("mean", {})
+    count = results.get("count", len(results.get("per_image", {})))
+    width = max([len("metric")] + [len(key) for key in mean])
+    lines = [f"{'metric':<{width}}  {'mean':>10}", f"{'-' * width}  {'-' * 10}"]
+    for key, value in mean.items():
+        text = "n/a" if value is None else f"{value:.4f}"
+        lines.append(f"{key:<{width}}  {text:>10}")
+    footer = f"{count} image(s)"
+    if "roi_count" in results:
+        footer += f", {results['roi_count']} with boxes (ROI_SSIM averaged over those)"
+    lines.append(footer)
+    return "\n".join(lines)
