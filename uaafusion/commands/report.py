@@ -1,0 +1,33 @@
+"""``uaafusion report``: build ``reports/index.html`` and ``reports/README.md`` from the pipeline's outputs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="build the report (metrics table, training curves, sample grids) into reports/",
+        description="Build reports/index.html (self-contained), reports/README.md and reports/figures/ from "
+                    "reports/evaluation.json, reports/training/*.csv, data/fused/, the test split and "
+                    "models/uaafusion.pt (the same as the pipeline's report step, without MLflow).",
+    )
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
+                        help="params file (default: params.yaml)")
+    parser.add_argument("--root", type=Path, default=None,
+                        help="project root holding reports/, data/ and models/ (default: the params file's folder)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from uaafusion.config import load_params
+    from uaafusion.paths import ProjectPaths
+    from uaafusion.report import build_report
+
+    params = load_params(args.params)
+    root = args.root if args.root is not None else Path(args.params).resolve().parent
+    index = build_report(params, ProjectPaths.at(root))
+    print(f"report written to {index} (and {index.parent / 'README.md'})")
+    return 0
