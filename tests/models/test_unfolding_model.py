@@ -1,0 +1,203 @@
+"""The UAAFusion unfolding network: shapes, gradients (every alpha_k trains), frozen segmenter, registry."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import uaafusion.models.unfolding as unfolding
+from tests.models.segmenters_for_tests import TinySegmenter, random_images, stripe_mask
+from uaafusion.attribution import modality_weights
+from uaafusion.config import LossConfig
+from uaafusion.errors import ConfigError, DataError
+from uaafusion.losses import FusionLoss
+from uaafusion.models import (
+    FusionOutput,
+    UnfoldingFusionNet,
+    available_fusion_models,
+    count_parameters,
+    create_fusion_model,
+    create_segmenter,
+    register_fusion_model,
+)
+
+
+def _frozen(segmenter: torch.nn.Module) -> torch.nn.Module:
+    for parameter in segmenter.parameters():
+        parameter.requires_grad_(False)
+    return segmenter.eval()
+
+
+@pytest.mark.parametrize(("batch", "num_classes"), [(1, 2), (3, 20)])
+def test_output_shapes_for_odd_sizes(batch, num_classes):
+    model = create_fusion_model("uaafusion", stages=2, features=8, attribution_steps=2)
+    segmenter = TinySegmenter(num_classes=num_classes)
+    ir, vi = random_images(batch, 37, 53, seed=1), random_images(batch, 37, 53, seed=2)
+    output = model(ir, vi, segmenter)
+    assert isinstance(output, FusionOutput)
+    for tensor in (output.fused, output.weight_ir, output.weight_vi, *output.attention, *output.estimates):
+        assert tensor.shape == (batch, 1, 37, 53)
+    assert len(output.attention) == len(output.estimates) == 2
+    assert output.estimates[-1] is output.fused
+    assert output.mask is not None and output.mask.shape == (batch, num_classes, 37, 53)
+    assert torch.equal(output.mask.sum(1), torch.ones(batch, 37, 53))  # one-hot of the arg-max
+    assert bool((output.fused >= 0).all() and (output.fused <= 1).all())
+    torch.testing.assert_close(output.weight_ir + output.weight_vi, torch.ones_like(output.fused))
+
+
+def test_default_segmenter_and_model_run_at_odd_size_without_gradients():
+    model = create_fusion_model("uaafusion", stages=1, features=8, attribution_steps=2).eval()
+    segmenter = create_segmenter(num_classes=20).eval()
+    with torch.no_grad():
+        output = model(random_images(1, 37, 53, 1), random_images(1, 37, 53, 2), segmenter)
+    assert output.fused.shape == (1, 1, 37, 53)
+    assert torch.isfinite(output.fused).all()
+
+
+def test_given_mask_and_weights_skip_the_attribution(monkeypatch):
+    model = create_fusion_model("uaafusion", stages=2, features=8)
+    segmenter = TinySegmenter(num_classes=3)
+    ir, vi = random_images(2, 16, 16, 1), random_images(2, 16, 16, 2)
+    mask = stripe_mask(2, 3, 16, 16)
+    weights = modality_weights(segmenter, ir, vi, mask, steps=2)
+    reference = model(ir, vi, segmenter, mask=mask, weights=weights)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("attribution must not run when weights are given")
+
+    monkeypatch.setattr(unfolding, "modality_weights", fail)
+    cached = model(ir, vi, segmenter, mask=mask, weights=weights)
+    torch.testing.assert_close(cached.fused, reference.fused)
+    assert cached.weight_ir is weights[0] or torch.equal(cached.weight_ir, weights[0])
+    with pytest.raises(DataError, match="weights"):
+        model(ir, vi, segmenter, mask=mask, weights=(weights[0][:, :, :8], weights[1]))
+
+
+def test_training_step_reaches_every_fusion_parameter_but_not_the_frozen_segmenter():
+    model = create_fusion_model("uaafusion", stages=3, features=8, attribution_steps=2).train()
+    segmenter = _frozen(TinySegmenter(num_classes=3, seed=3, batch_norm=True))
+    ir, vi = random_images(2, 20, 22, 4), random_images(2, 20, 22, 5)
+    labels = stripe_mask(2, 3, 20, 22).argmax(1)
+    labels[:, :2] = 255
+    output = model(ir, vi, segmenter, mask=stripe_mask(2, 3, 20, 22))
+    assert output.weight_ir.std() > 0  # otherwise w_I I + w_V V = F_0 and alpha_1 has no effect
+    logits = segmenter(output.fused)
+    terms = FusionLoss(LossConfig(intensity=1.0, gradient=1.0, segmentation=0.1), ignore_index=255)(
+        output, ir, vi, logits, labels, None)
+    terms["total"].backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None, f"no gradient reaches {name}"
+        assert parameter.grad.abs().sum() > 0, f"zero gradient at {name}"
+    assert bool((model.step_size_logits.grad != 0).all()), "every alpha_k must receive a gradient"
+    assert bool((model.attention_scales.grad != 0).all())
+    assert all(p.grad is None for p in segmenter.parameters())
+    assert all(not p.requires_grad for p in segmenter.parameters())
+    assert not segmenter.training
+
+
+def test_trainable_segmenter_gets_gradient_only_from_the_loss():
+    """Joint schedule: the fusion forward itself must not put gradients into S."""
+    model = create_fusion_model("uaafusion", stages=2, features=8, attribution_steps=2)
+    segmenter = TinySegmenter(num_classes=3).train()
+    output = model(random_images(1, 12, 12, 1), random_images(1, 12, 12, 2), segmenter)
+    assert all(p.grad is None for p in segmenter.parameters())
+    assert all(p.requires_grad for p in segmenter.parameters()) and segmenter.training
+    output.fused.mean().backward()
+    assert all(p.grad is None for p in segmenter.parameters())
+
+
+def test_zero_attention_map_gives_finite_gradients():
+    """Weights 0.5 everywhere make the first step (and P_1) exactly zero: no NaN may appear."""
+    model = create_fusion_model("uaafusion", stages=2, features=8)
+    segmenter = _frozen(TinySegmenter(num_classes=3))
+    ir, vi, mask = random_images(1, 12, 12, 1), random_images(1, 12, 12, 2), stripe_mask(1, 3, 12, 12)
+    half = torch.full_like(ir, 0.5)
+    output = model(ir, vi, segmenter, mask=mask, weights=(half, half))
+    assert torch.equal(output.attention[0], torch.full_like(ir, 0.5))
+    output.fused.mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_step_sizes_are_applied():
+    model = create_fusion_model("uaafusion", stages=1, features=8)
+    segmenter = TinySegmenter(num_classes=3)
+    ir, vi, mask = random_images(1, 12, 12, 1), random_images(1, 12, 12, 2), stripe_mask(1, 3, 12, 12)
+    weights = (torch.full_like(ir, 0.9), torch.full_like(ir, 0.1))
+    with torch.no_grad():
+        first = model(ir, vi, segmenter, mask=mask, weights=weights).fused
+        model.step_size_logits.fill_(3.0)
+        second = model(ir, vi, segmenter, mask=mask, weights=weights).fused
+    assert not torch.allclose(first, second)
+    assert bool(((model.step_sizes > 0) & (model.step_sizes < 1)).all())
+
+
+def test_forward_under_no_grad_and_inference_mode_matches():
+    model = create_fusion_model("uaafusion", stages=2, features=8, attribution_steps=2).eval()
+    segmenter = TinySegmenter(num_classes=3)
+    ir, vi = random_images(1, 14, 15, 1), random_images(1, 14, 15, 2)
+    expected = model(ir, vi, segmenter).fused.detach()
+    with torch.no_grad():
+        no_grad = model(ir, vi, segmenter)
+    with torch.inference_mode():
+        inference = model(ir.clone(), vi.clone(), segmenter)
+    torch.testing.assert_close(no_grad.fused, expected)
+    torch.testing.assert_close(inference.fused.clone(), expected)
+    assert not no_grad.attention[0].requires_grad
+
+
+def test_few_steps_overfit_lower_the_loss():
+    model = create_fusion_model("uaafusion", stages=2, features=8, attribution_steps=2)
+    segmenter = _frozen(TinySegmenter(num_classes=3))
+    ir, vi = random_images(1, 24, 24, 1), random_images(1, 24, 24, 2)
+    mask = stripe_mask(1, 3, 24, 24)
+    weights = modality_weights(segmenter, ir, vi, mask, steps=2)
+    loss_function = FusionLoss(LossConfig(segmentation=0.0), ignore_index=255)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(25):
+        optimiser.zero_grad()
+        total = loss_function(model(ir, vi, segmenter, mask=mask, weights=weights), ir, vi)["total"]
+        total.backward()
+        optimiser.step()
+        losses.append(float(total.detach()))
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_registry_and_argument_errors():
+    assert "uaafusion" in available_fusion_models()
+    model = create_fusion_model("uaafusion", stages=3, features=16)
+    assert isinstance(model, UnfoldingFusionNet)
+    assert model.spec["name"] == "uaafusion" and model.spec["stages"] == 3
+    assert count_parameters(model) < 100_000
+    with pytest.raises(ConfigError, match="available: .*uaafusion"):
+        create_fusion_model("nope")
+    with pytest.raises(ConfigError, match="arguments"):
+        create_fusion_model("uaafusion", colour=True)
+    with pytest.raises(ConfigError, match="stages"):
+        create_fusion_model("uaafusion", stages=0)
+
+    @register_fusion_model("average-for-test")
+    class AverageFusion(torch.nn.Module):
+        def forward(self, ir, vi, segmenter, mask=None, weights=None):
+            fused = (ir + vi) / 2
+            return FusionOutput(fused, torch.full_like(ir, 0.5), torch.full_like(ir, 0.5), [], [fused])
+
+    assert "average-for-test" in available_fusion_models()
+    assert create_fusion_model("average-for-test").spec == {"name": "average-for-test"}
+    with pytest.raises(ConfigError, match="already registered"):
+        register_fusion_model("uaafusion")(AverageFusion)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fusion_training_step_on_cuda():
+    model = create_fusion_model("uaafusion", stages=2, features=8, attribution_steps=2).cuda()
+    segmenter = _frozen(create_segmenter(num_classes=5)).cuda()
+    ir, vi = random_images(2, 37, 53, 1).cuda(), random_images(2, 37, 53, 2).cuda()
+    output = model(ir, vi, segmenter)
+    terms = FusionLoss(LossConfig(), 255)(output, ir, vi, segmenter(output.fused),
+                                          output.mask.argmax(1), None)
+    terms["total"].backward()
+    assert output.fused.is_cuda and torch.isfinite(terms["total"])
+    assert all(p.grad is not None for p in model.parameters())
+    assert all(p.grad is None for p in segmenter.parameters())

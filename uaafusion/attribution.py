@@ -1,0 +1,453 @@
+"""Attribution analysis: how much each source image matters to each semantic region (METHOD.md §1).
+
+For a source ``X`` (infrared or visible) and a class ``c`` present in the one-hot mask ``M``
+(region ``R_c``), the score ``s_c(x)`` is the mean over ``R_c`` of logit ``c`` of ``S(x)``;
+integrated gradients (Captum, zero baseline, ``steps`` points) of ``s_c`` give ``IG_c(X)``; the
+region score is ``a_c(X) = relu(mean over R_c of IG_c(X))``. The weight maps are
+``w_I = (A_I + eps) / (A_I + A_V + 2 eps)``, ``w_V = 1 - w_I`` with ``A_X(p) = a_{c(p)}(X)``.
+
+Unlike the published research code, everything here is per image (no region mean over the whole
+batch), for any number of classes, and batched: every (image, present class) pair becomes one
+copy of the image, and Captum runs once over all copies and all integration points with a
+forward function that returns one score per copy (the copy's region mask and class index go in
+as ``additional_forward_args``). Classes absent from an image cost nothing.
+
+The segmenter runs in eval mode with ``requires_grad`` off for its parameters during attribution
+(nothing accumulates in ``.grad``); its mode and flags are restored afterwards. All functions
+also work when the caller has gradients disabled (``torch.no_grad()``, ``torch.inference_mode()``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from uaafusion.errors import ConfigError, DataError
+
+ATTRIBUTION_METHODS: tuple[str, ...] = (
+    "riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre",
+)
+DEFAULT_EPS = 1e-8
+
+CropBox = tuple[int, int, int, int]  # (top, left, height, width)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers shared with the fusion model
+# --------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def frozen_segmenter(segmenter: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and ``requires_grad=False`` for every parameter; both restored on exit."""
+    was_training = segmenter.training
+    flags = [(parameter, parameter.requires_grad) for parameter in segmenter.parameters()]
+    try:
+        segmenter.eval()
+        for parameter, _ in flags:
+            parameter.requires_grad_(False)
+        yield segmenter
+    finally:
+        for parameter, flag in flags:
+            parameter.requires_grad_(flag)
+        segmenter.train(was_training)
+
+
+@contextlib.contextmanager
+def gradients_enabled() -> Iterator[None]:
+    """Autograd on, even inside ``torch.no_grad()`` or ``torch.inference_mode()``.
+
+    Tensors created inside ``inference_mode`` must be cloned (:func:`_autograd_usable`) before
+    they enter a graph.
+    """
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+def _autograd_usable(tensor: torch.Tensor) -> torch.Tensor:
+    """A detached tensor that autograd may use (a clone when ``tensor`` is an inference tensor)."""
+    tensor = tensor.detach()
+    return tensor.clone() if tensor.is_inference() else tensor
+
+
+def labels_to_one_hot(labels: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+    """Integer labels ``(B, H, W)`` -> float one-hot mask ``(B, C, H, W)``; ignored pixels are all 0.
+
+    Raises :class:`DataError` for a label outside ``0..C-1`` that is not ``ignore_index``.
+    """
+    if labels.dim() != 3:
+        raise DataError(f"labels must be (B, H, W) integers, got shape {tuple(labels.shape)}")
+    valid = labels != ignore_index
+    if bool(((labels < 0) | (labels >= num_classes))[valid].any()):
+        bad = sorted(set(labels[valid & ((labels < 0) | (labels >= num_classes))].unique().tolist()))
+        raise DataError(
+            f"label ids {bad[:10]} are outside 0..{num_classes - 1} and not the ignore index "
+            f"{ignore_index}; check data.num_classes or the label images."
+        )
+    safe = torch.where(valid, labels, torch.zeros_like(labels)).long()
+    one_hot = torch.nn.functional.one_hot(safe, num_classes).permute(0, 3, 1, 2).float()
+    return one_hot * valid.unsqueeze(1).float()
+
+
+def mask_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """One-hot of the arg-max class: logits ``(B, C, H, W)`` -> float mask ``(B, C, H, W)``."""
+    classes = logits.argmax(dim=1)
+    return torch.nn.functional.one_hot(classes, logits.shape[1]).permute(0, 3, 1, 2).to(logits.dtype)
+
+
+def _check_method(method: str, steps: int) -> None:
+    if method not in ATTRIBUTION_METHODS:
+        raise ConfigError(f"attribution.method = {method!r} is not allowed; allowed: {', '.join(ATTRIBUTION_METHODS)}.")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ConfigError(f"attribution.steps = {steps!r}: expected an integer >= 1.")
+    if method.startswith("riemann") and steps < 2:
+        raise ConfigError(
+            f"attribution.steps = {steps}: Captum's Riemann rules ({method}) need at least 2 steps; "
+            "use steps >= 2 or method gausslegendre."
+        )
+
+
+def _check_image_and_mask(image: torch.Tensor, mask: torch.Tensor) -> None:
+    if image.dim() != 4:
+        raise DataError(f"image must be (B, 1, H, W), got shape {tuple(image.shape)}")
+    if mask.dim() != 4 or mask.shape[0] != image.shape[0] or mask.shape[-2:] != image.shape[-2:]:
+        raise DataError(
+            f"mask must be one-hot (B, C, H, W) matching the image {tuple(image.shape)}, got {tuple(mask.shape)}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Region attribution and modality weights
+# --------------------------------------------------------------------------------------------
+class _RegionScore:
+    """Captum forward function: one score per copy, ``s_c(x)`` = mean of logit ``c`` over ``R_c``."""
+
+    def __init__(self, segmenter: nn.Module) -> None:
+        self.segmenter = segmenter
+
+    def __call__(self, images: torch.Tensor, region_masks: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """``images (N, 1, H, W)``, ``region_masks (N, 1, H, W)``, ``classes (N,)`` -> scores ``(N,)``."""
+        logits = self.segmenter(images)
+        index = classes.view(-1, 1, 1, 1).expand(-1, 1, *logits.shape[-2:])
+        selected = logits.gather(1, index)
+        return (selected * region_masks).sum(dim=(1, 2, 3)) / region_masks.sum(dim=(1, 2, 3))
+
+
+def region_attribution(
+    segmenter: nn.Module,
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    steps: int,
+    method: str = "riemann_right",
+    internal_batch_size: int | None = None,
+) -> torch.Tensor:
+    """Region scores ``a_c(X)`` per image and class: ``(B, C)``, 0 for classes absent from an image.
+
+    image: ``(B, 1, H, W)`` (the source ``X``); mask: one-hot ``(B, C, H, W)`` (values > 0.5 are
+    in the region). ``steps`` integration points of Captum's ``method`` (``riemann_right``:
+    points ``x*k/steps``, ``k = 1..steps``). One Captum call covers all (image, present class)
+    copies; ``internal_batch_size`` bounds the number of segmenter inputs per pass (copies are
+    split into groups of at most that many when there are more copies than that). The result
+    carries no autograd graph.
+    """
+    from captum.attr import IntegratedGradients
+
+    _check_method(method, steps)
+    _check_image_and_mask(image, mask)
+    if internal_batch_size is not None and internal_batch_size < 1:
+        raise ConfigError(f"attribution.internal_batch_size = {internal_batch_size!r}: expected >= 1 or null.")
+    batch, num_classes = mask.shape[:2]
+    with gradients_enabled(), frozen_segmenter(segmenter):
+        scores = torch.zeros(batch, num_classes, dtype=image.dtype, device=image.device)
+        image = _autograd_usable(image)
+        region = _autograd_usable(mask) > 0.5
+        image_index, class_index = torch.nonzero(region.flatten(2).any(dim=2), as_tuple=True)
+        if image_index.numel() == 0:
+            return scores
+        copies = image[image_index]
+        region_masks = region[image_index, class_index].unsqueeze(1).to(image.dtype)
+        integrated_gradients = IntegratedGradients(_RegionScore(segmenter))
+        group_size = copies.shape[0]
+        if internal_batch_size is not None:
+            group_size = min(group_size, internal_batch_size)
+        region_scores = []
+        for start in range(0, copies.shape[0], group_size):
+            chunk = slice(start, start + group_size)
+            attributions = integrated_gradients.attribute(
+                copies[chunk],
+                baselines=torch.zeros_like(copies[chunk]),
+                additional_forward_args=(region_masks[chunk], class_index[chunk]),
+                n_steps=steps,
+                method=method,
+                internal_batch_size=internal_batch_size,
+            )
+            in_region = attributions.detach().sum(dim=1, keepdim=True) * region_masks[chunk]
+            region_scores.append(torch.relu(in_region.sum(dim=(1, 2, 3)) / region_masks[chunk].sum(dim=(1, 2, 3))))
+        scores[image_index, class_index] = torch.cat(region_scores).to(scores.dtype)
+    return scores
+
+
+def weights_from_region_scores(
+    scores_ir: torch.Tensor, scores_vi: torch.Tensor, mask: torch.Tensor, eps: float = DEFAULT_EPS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Region scores ``(B, C)`` of each source and mask ``(B, C, H, W)`` -> ``(w_ir, w_vi)``, each ``(B, 1, H, W)``."""
+    mask = mask.to(scores_ir.dtype)
+    map_ir = torch.einsum("bc,bchw->bhw", scores_ir, mask).unsqueeze(1)
+    map_vi = torch.einsum("bc,bchw->bhw", scores_vi, mask).unsqueeze(1)
+    weight_ir = (map_ir + eps) / (map_ir + map_vi + 2 * eps)
+    return weight_ir, 1.0 - weight_ir
+
+
+def modality_weights(
+    segmenter: nn.Module,
+    ir: torch.Tensor,
+    vi: torch.Tensor,
+    mask: torch.Tensor,
+    steps: int,
+    method: str = "riemann_right",
+    internal_batch_size: int | None = None,
+    eps: float = DEFAULT_EPS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attribution weights of the two sources: ``(w_ir, w_vi)``, each ``(B, 1, H, W)`` in [0, 1], summing to 1.
+
+    ir, vi: ``(B, 1, H, W)``; mask: one-hot ``(B, C, H, W)``. Both sources go through one batched
+    :func:`region_attribution` call. Pixels outside every region get 0.5/0.5.
+    """
+    if ir.shape != vi.shape:
+        raise DataError(f"ir {tuple(ir.shape)} and vi {tuple(vi.shape)} must have the same shape")
+    batch = ir.shape[0]
+    scores = region_attribution(
+        segmenter, torch.cat([ir, vi]), torch.cat([mask, mask]), steps, method, internal_batch_size
+    )
+    return weights_from_region_scores(scores[:batch], scores[batch:], mask, eps)
+
+
+# --------------------------------------------------------------------------------------------
+# Pathway attention (METHOD.md §2.2)
+# --------------------------------------------------------------------------------------------
+def segmentation_score_gradient(segmenter: nn.Module, estimate: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``g = d<M, S(F)>/dF``: estimate ``F (B, 1, H, W)``, mask ``(B, C, H, W)`` -> ``(B, 1, H, W)``.
+
+    The segmenter runs frozen in eval mode (images do not interact), gradients are taken with
+    respect to ``F`` only, and the result is detached (no graph, no parameter ``.grad``).
+    """
+    with gradients_enabled(), frozen_segmenter(segmenter):
+        point = _autograd_usable(estimate).requires_grad_(True)
+        score = (segmenter(point) * _autograd_usable(mask).to(point.dtype)).sum()
+        (gradient,) = torch.autograd.grad(score, point)
+    return gradient.detach()
+
+
+def pathway_attention(
+    segmenter: nn.Module,
+    estimate: torch.Tensor,
+    previous_estimate: torch.Tensor,
+    mask: torch.Tensor,
+    running_mean: torch.Tensor | None = None,
+    stage: int = 1,
+) -> torch.Tensor:
+    """Running mean over stages of ``g_j * (F_j - F_{j-1})`` (path-integrated gradients of the unfolding).
+
+    estimate ``F_j``, previous_estimate ``F_{j-1}``: ``(B, 1, H, W)``; mask ``(B, C, H, W)``;
+    ``running_mean``: the value returned at stage ``j-1`` (None at the first stage); ``stage``: ``j``
+    (1-based). Returns ``(B, 1, H, W)``. ``g_j`` is a constant (:func:`segmentation_score_gradient`);
+    the step ``F_j - F_{j-1}`` keeps its graph, so the attention is differentiable in the estimates.
+    """
+    contribution = segmentation_score_gradient(segmenter, estimate, mask) * (estimate - previous_estimate)
+    if running_mean is None or stage <= 1:
+        return contribution
+    return running_mean + (contribution - running_mean) / float(stage)
+
+
+# --------------------------------------------------------------------------------------------
+# Per-round cache of the training images' weights
+# --------------------------------------------------------------------------------------------
+def segmenter_fingerprint(segmenter: nn.Module) -> str:
+    """A hash of every parameter and buffer of ``segmenter`` (names, shapes, dtypes, values)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in segmenter.state_dict(keep_vars=False).items():
+        data = tensor.detach()
+        digest.update(f"{name}|{tuple(data.shape)}|{data.dtype}|".encode())
+        if data.numel():
+            digest.update(data.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _version_signature(segmenter: nn.Module) -> tuple[Any, ...]:
+    """Cheap identity of the current weights: storage, in-place version counter and shape of each tensor."""
+    return tuple(
+        (tensor.data_ptr(), tensor._version, tuple(tensor.shape))
+        for tensor in (*segmenter.parameters(), *segmenter.buffers())
+    )
+
+
+def _as_samples(value: torch.Tensor | Sequence[torch.Tensor], what: str) -> list[torch.Tensor]:
+    """A batch ``(B, C, H, W)`` or a list of per-sample ``(C, H, W)`` / ``(1, C, H, W)`` -> list of ``(C, H, W)``."""
+    if isinstance(value, torch.Tensor):
+        if value.dim() != 4:
+            raise DataError(f"{what} must be (B, C, H, W), got shape {tuple(value.shape)}")
+        return list(value.unbind(0))
+    samples = []
+    for item in value:
+        if item.dim() == 4 and item.shape[0] == 1:
+            item = item[0]
+        if item.dim() != 3:
+            raise DataError(f"each {what} sample must be (C, H, W), got shape {tuple(item.shape)}")
+        samples.append(item)
+    return samples
+
+
+def _crop_box(box: Any) -> CropBox:
+    values = box.tolist() if isinstance(box, torch.Tensor) else list(box)
+    if len(values) != 4:
+        raise DataError(f"a crop box is (top, left, height, width), got {values!r}")
+    return int(values[0]), int(values[1]), int(values[2]), int(values[3])
+
+
+class WeightCache:
+    """Full-image attribution weights of the training images, computed once per round.
+
+    Entries are keyed by sample name and are valid for one state of the segmenter (a fingerprint
+    of its weights) and one attribution setting (``steps``, ``method``): when either changes, the
+    cache empties itself (counted in :attr:`invalidations`). Only ``w_ir`` is stored
+    (``w_vi = 1 - w_ir``), on ``storage_device`` (CPU by default: full images can be large).
+
+    Counters: :attr:`hits` and :attr:`misses` (per sample).
+    """
+
+    def __init__(
+        self,
+        steps: int = 5,
+        method: str = "riemann_right",
+        internal_batch_size: int | None = None,
+        eps: float = DEFAULT_EPS,
+        storage_device: str | torch.device = "cpu",
+    ) -> None:
+        _check_method(method, steps)
+        self.steps = steps
+        self.method = method
+        self.internal_batch_size = internal_batch_size
+        self.eps = eps
+        self.storage_device = torch.device(storage_device)
+        self.hits = 0
+        self.misses = 0
+        self.invalidations = 0
+        self._weights_ir: dict[str, torch.Tensor] = {}
+        self._key: tuple[Any, ...] | None = None
+        self._signature: tuple[Any, ...] | None = None
+        self._fingerprint: str | None = None
+
+    def __len__(self) -> int:
+        return len(self._weights_ir)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._weights_ir
+
+    def clear(self) -> None:
+        """Drop every entry (counters are kept)."""
+        self._weights_ir.clear()
+
+    def stats(self) -> dict[str, int]:
+        """``{"hits", "misses", "invalidations", "entries"}``."""
+        return {"hits": self.hits, "misses": self.misses, "invalidations": self.invalidations, "entries": len(self)}
+
+    def fingerprint(self, segmenter: nn.Module) -> str:
+        """:func:`segmenter_fingerprint`, recomputed only when a tensor of the segmenter was replaced or modified in place."""
+        signature = (id(segmenter), _version_signature(segmenter))
+        if signature != self._signature or self._fingerprint is None:
+            self._fingerprint = segmenter_fingerprint(segmenter)
+            self._signature = signature
+        return self._fingerprint
+
+    def _validate(self, segmenter: nn.Module, steps: int, method: str) -> None:
+        key = (self.fingerprint(segmenter), steps, method)
+        if key != self._key:
+            if self._key is not None and self._weights_ir:
+                self.invalidations += 1
+            self._weights_ir.clear()
+            self._key = key
+
+    def get_or_compute(
+        self,
+        names: Sequence[str],
+        ir: torch.Tensor | Sequence[torch.Tensor],
+        vi: torch.Tensor | Sequence[torch.Tensor],
+        mask: torch.Tensor | Sequence[torch.Tensor],
+        segmenter: nn.Module,
+        steps: int | Sequence[Any] | torch.Tensor | None = None,
+        method: str | None = None,
+        internal_batch_size: int | None = None,
+        crop_boxes: Sequence[Any] | torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weights ``(w_ir, w_vi)``, each ``(B, 1, h, w)``, of the named samples, from the cache where possible.
+
+        ir, vi: the FULL images, ``(B, 1, H, W)`` or a list of ``(1, H_i, W_i)`` (sizes may differ);
+        mask: their one-hot masks ``(B, C, H, W)`` or a list of ``(C, H_i, W_i)``; crop_boxes: per
+        sample ``(top, left, height, width)`` of the training crop (all crops the same size), or None
+        for the whole images. ``steps``/``method``/``internal_batch_size`` default to the cache's
+        own. The contract's short form ``get_or_compute(names, ir, vi, mask, segmenter, crop_boxes)``
+        works too: boxes given in the ``steps`` position are taken as ``crop_boxes``. Missing
+        samples are computed together (grouped by image size) with :func:`modality_weights`.
+        Results are on ``ir``'s device and dtype.
+        """
+        if steps is not None and not isinstance(steps, int):
+            if crop_boxes is not None:
+                raise DataError("get_or_compute: steps must be an integer (crop boxes were given twice)")
+            steps, crop_boxes = None, steps
+        steps = self.steps if steps is None else steps
+        method = self.method if method is None else method
+        internal_batch_size = self.internal_batch_size if internal_batch_size is None else internal_batch_size
+        _check_method(method, steps)
+        names = [str(name) for name in names]
+        ir_samples, vi_samples = _as_samples(ir, "ir"), _as_samples(vi, "vi")
+        mask_samples = _as_samples(mask, "mask")
+        if not len(names) == len(ir_samples) == len(vi_samples) == len(mask_samples):
+            raise DataError(
+                f"get_or_compute needs one name, ir, vi and mask per sample; got {len(names)} names, "
+                f"{len(ir_samples)} ir, {len(vi_samples)} vi, {len(mask_samples)} masks"
+            )
+        self._validate(segmenter, steps, method)
+        missing: dict[tuple[int, int], list[int]] = {}
+        seen: set[str] = set()
+        for index, name in enumerate(names):
+            if name in self._weights_ir:
+                self.hits += 1
+            elif name not in seen:
+                self.misses += 1
+                seen.add(name)
+                missing.setdefault(tuple(ir_samples[index].shape[-2:]), []).append(index)
+            else:
+                self.hits += 1  # a repeated name in the same batch: computed once
+        for indices in missing.values():
+            weight_ir, _ = modality_weights(
+                segmenter,
+                torch.stack([ir_samples[i] for i in indices]),
+                torch.stack([vi_samples[i] for i in indices]),
+                torch.stack([mask_samples[i] for i in indices]),
+                steps, method, internal_batch_size, self.eps,
+            )
+            for position, index in enumerate(indices):
+                self._weights_ir[names[index]] = weight_ir[position].detach().to(self.storage_device)
+        crops = []
+        boxes = None if crop_boxes is None else [_crop_box(box) for box in crop_boxes]
+        if boxes is not None and len(boxes) != len(names):
+            raise DataError(f"get_or_compute got {len(boxes)} crop boxes for {len(names)} samples")
+        for index, name in enumerate(names):
+            full = self._weights_ir[name]
+            if boxes is not None:
+                top, left, height, width = boxes[index]
+                if top < 0 or left < 0 or height < 1 or width < 1 \
+                        or top + height > full.shape[-2] or left + width > full.shape[-1]:
+                    raise DataError(
+                        f"crop box {boxes[index]} of sample {name!r} is outside its image of size {tuple(full.shape[-2:])}"
+                    )
+                full = full[:, top:top + height, left:left + width]
+            crops.append(full)
+        if len({tuple(crop.shape) for crop in crops}) > 1:
+            raise DataError("the requested weights have different sizes; pass crop boxes of one size")
+        reference = ir_samples[0]
+        weight_ir = torch.stack(crops).to(device=reference.device, dtype=reference.dtype)
+        return weight_ir, 1.0 - weight_ir

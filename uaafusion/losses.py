@@ -1,0 +1,118 @@
+"""Losses of the fusion and segmentation stages (METHOD.md §3).
+
+All images are ``(B, 1, H, W)`` in [0, 1]; logits ``(B, C, H, W)``; labels ``int64 (B, H, W)``
+with ``ignore_index`` for unknown pixels; ROI masks ``(B, 1, H, W)`` (1 inside boxes). Every loss
+returns a scalar tensor and stays finite when a mask is empty (0, never NaN).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as functional
+
+from uaafusion.config import LossConfig
+from uaafusion.imageops import sobel_magnitude_l1
+
+if TYPE_CHECKING:
+    from uaafusion.models.unfolding import FusionOutput
+
+
+def intensity_loss(
+    fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor, w_ir: torch.Tensor, w_vi: torch.Tensor
+) -> torch.Tensor:
+    """``mean((w_ir * (F - I))^2) + mean((w_vi * (F - V))^2)``; all inputs ``(B, 1, H, W)``."""
+    return (w_ir * (fused - ir)).pow(2).mean() + (w_vi * (fused - vi)).pow(2).mean()
+
+
+def gradient_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
+    """``L1(|grad F|, max(|grad I|, |grad V|))`` with the Sobel ``|gx| + |gy|`` of :mod:`uaafusion.imageops`."""
+    target = torch.maximum(sobel_magnitude_l1(ir), sobel_magnitude_l1(vi))
+    return functional.l1_loss(sobel_magnitude_l1(fused), target)
+
+
+def segmentation_loss(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255, dice_weight: float = 0.0
+) -> torch.Tensor:
+    """Cross-entropy of ``logits (B, C, H, W)`` against ``labels (B, H, W)``, plus ``dice_weight`` x soft Dice.
+
+    Ignored pixels count for neither term. The cross-entropy is the mean over the valid pixels
+    (0 when every pixel is ignored). The soft Dice loss is ``1 - mean over classes of
+    (2 sum(p t) + 1) / (sum p + sum t + 1)`` over the valid pixels of the batch (softmax ``p``,
+    one-hot ``t``); it is 0 when every pixel is ignored.
+    """
+    labels = labels.long()
+    valid = labels != ignore_index
+    valid_count = valid.sum()
+    cross_entropy = functional.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="sum")
+    loss = cross_entropy / valid_count.clamp(min=1).to(logits.dtype)
+    if dice_weight > 0:
+        num_classes = logits.shape[1]
+        probabilities = torch.softmax(logits, dim=1) * valid.unsqueeze(1).to(logits.dtype)
+        safe_labels = torch.where(valid, labels, torch.zeros_like(labels))
+        targets = functional.one_hot(safe_labels, num_classes).permute(0, 3, 1, 2).to(logits.dtype)
+        targets = targets * valid.unsqueeze(1).to(logits.dtype)
+        dims = (0, 2, 3)
+        overlap = (probabilities * targets).sum(dims)
+        total = probabilities.sum(dims) + targets.sum(dims)
+        dice = (2 * overlap + 1.0) / (total + 1.0)
+        loss = loss + dice_weight * (1.0 - dice.mean())
+    return loss
+
+
+def roi_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor, roi: torch.Tensor) -> torch.Tensor:
+    """Target-aware term inside the box masks ``roi (B, 1, H, W)``: 0 when no pixel is inside a box.
+
+    ``sum(roi (F - max(I, V))^2) / sum(roi) + sum(roi |(|grad F| - max(|grad I|, |grad V|))|) / sum(roi)``.
+    """
+    roi = roi.to(fused.dtype)
+    count = roi.sum().clamp(min=1.0)
+    intensity = (roi * (fused - torch.maximum(ir, vi)).pow(2)).sum() / count
+    gradient_target = torch.maximum(sobel_magnitude_l1(ir), sobel_magnitude_l1(vi))
+    gradient = (roi * (sobel_magnitude_l1(fused) - gradient_target).abs()).sum() / count
+    return intensity + gradient
+
+
+class FusionLoss:
+    """The fusion-stage objective, weighted by :class:`uaafusion.config.LossConfig`.
+
+    ``loss(output, ir, vi, logits, labels, roi) -> {"intensity", "gradient", "segmentation",
+    "roi", "total"}``: the terms unweighted, ``total`` = the weighted sum. ``logits`` are
+    ``S(output.fused)`` (gradients flow through the frozen segmenter to the fused image); the
+    segmentation term is the cross-entropy against ``labels`` (METHOD.md §3; Dice belongs to the
+    segmentation stage). ``logits``/``labels``/``roi`` may be None (their term is 0); terms with
+    weight 0 are reported as 0 and not computed.
+    """
+
+    def __init__(self, loss_config: LossConfig, ignore_index: int = 255) -> None:
+        self.config = loss_config
+        self.ignore_index = ignore_index
+
+    def __call__(
+        self,
+        output: FusionOutput,
+        ir: torch.Tensor,
+        vi: torch.Tensor,
+        logits: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        roi: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        fused = output.fused
+        zero = fused.new_zeros(())
+        config = self.config
+        terms: dict[str, torch.Tensor] = {
+            "intensity": intensity_loss(fused, ir, vi, output.weight_ir, output.weight_vi)
+            if config.intensity > 0 else zero,
+            "gradient": gradient_loss(fused, ir, vi) if config.gradient > 0 else zero,
+            "segmentation": segmentation_loss(logits, labels, self.ignore_index)
+            if config.segmentation > 0 and logits is not None and labels is not None else zero,
+            "roi": roi_loss(fused, ir, vi, roi) if config.roi > 0 and roi is not None else zero,
+        }
+        terms["total"] = (
+            config.intensity * terms["intensity"]
+            + config.gradient * terms["gradient"]
+            + config.segmentation * terms["segmentation"]
+            + config.roi * terms["roi"]
+        )
+        return terms

@@ -1,0 +1,194 @@
+"""The UAAFusion unfolding network (METHOD.md §2).
+
+Each of the ``K`` stages is one proximal-gradient iteration on the attribution-weighted data term
+``D(F) = 1/2 ||F - (w_I I + w_V V)||^2``, starting from ``F_0 = (I + V) / 2``:
+
+1. gradient step ``G_k = F_{k-1} - alpha_k (F_{k-1} - (w_I I + w_V V))`` with a learned
+   ``alpha_k = sigmoid(step_size_logits[k])`` in (0, 1), applied (it trains);
+2. attribution attention: ``P_k`` = running mean over ``j <= k`` of ``g_j * (G_j - F_{j-1})``,
+   ``g_j = d<M, S(G_j)>/dG_j`` (the path the unfolding actually takes); ``P_k`` is divided by its
+   per-image root mean square (raw gradients are tiny and their scale varies with the segmenter)
+   and scaled by a learned ``gamma_k`` before the sigmoid;
+3. learned proximal operator with memory: a ConvLSTM cell takes ``[phi_k(G_k), l, s]`` and its
+   state ``(h, c)``; the long-term memory is ``l = conv(h)``; the short-term memory is
+   ``s = l + conv_k(l) * sigmoid(gamma_k P_k)``; the new estimate is ``F_k = sigmoid(psi_k(s))``.
+
+``phi_k``, ``conv_k``, ``psi_k``, ``alpha_k`` and ``gamma_k`` are per stage; the ConvLSTM cell and
+the ``l = conv(h)`` convolution are shared (they are the recurrence). All convolutions are 3x3
+'same', so any ``H, W`` works without padding.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from uaafusion.attribution import (
+    ATTRIBUTION_METHODS,
+    frozen_segmenter,
+    mask_from_logits,
+    modality_weights,
+    pathway_attention,
+)
+from uaafusion.errors import ConfigError, DataError
+from uaafusion.models.memory import ConvLSTMCell
+
+
+@dataclass
+class FusionOutput:
+    """What the fusion network returns (all ``(B, 1, H, W)``).
+
+    fused: the fused luma in [0, 1]; weight_ir/weight_vi: the attribution weights used;
+    attention: per stage, the attention gate ``sigmoid(gamma_k P_k)`` in [0, 1];
+    estimates: per stage, ``F_k`` (the last one is ``fused``); mask: the one-hot ``(B, C, H, W)``
+    mask used (given or predicted).
+    """
+
+    fused: torch.Tensor
+    weight_ir: torch.Tensor
+    weight_vi: torch.Tensor
+    attention: list[torch.Tensor] = field(default_factory=list)
+    estimates: list[torch.Tensor] = field(default_factory=list)
+    mask: torch.Tensor | None = None
+
+
+def _conv(in_channels: int, out_channels: int) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
+
+
+class UnfoldingFusionNet(nn.Module):
+    """Attribution-guided deep unfolding fusion network with memory-augmented proximal stages.
+
+    ``forward(ir, vi, segmenter, mask=None, weights=None) -> FusionOutput`` with
+    ``ir, vi (B, 1, H, W)`` in [0, 1]. ``segmenter`` maps ``(B, 1, H, W)`` to logits
+    ``(B, C, H, W)``; it is only read (gradients reach its input, never its parameters).
+    """
+
+    def __init__(
+        self,
+        stages: int = 3,
+        features: int = 16,
+        attribution_steps: int = 5,
+        attribution_method: str = "riemann_right",
+        internal_batch_size: int | None = None,
+        initial_step_size: float = 0.5,
+        attention_eps: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
+            raise ConfigError(f"model.fusion.stages = {stages!r}: expected an integer >= 1.")
+        if isinstance(features, bool) or not isinstance(features, int) or features < 1:
+            raise ConfigError(f"model.fusion.features = {features!r}: expected an integer >= 1.")
+        if attribution_method not in ATTRIBUTION_METHODS:
+            raise ConfigError(
+                f"attribution.method = {attribution_method!r} is not allowed; allowed: {', '.join(ATTRIBUTION_METHODS)}."
+            )
+        if not 0.0 < initial_step_size < 1.0:
+            raise ConfigError(f"initial_step_size = {initial_step_size!r}: expected a number in (0, 1).")
+        self.stages = stages
+        self.features = features
+        self.attribution_steps = attribution_steps
+        self.attribution_method = attribution_method
+        self.internal_batch_size = internal_batch_size
+        self.attention_eps = attention_eps
+        self.spec: dict[str, object] = {
+            "name": "uaafusion", "stages": stages, "features": features,
+            "attribution_steps": attribution_steps, "attribution_method": attribution_method,
+            "internal_batch_size": internal_batch_size, "initial_step_size": initial_step_size,
+            "attention_eps": attention_eps,
+        }
+        logit = math.log(initial_step_size / (1.0 - initial_step_size))
+        self.step_size_logits = nn.Parameter(torch.full((stages,), logit))
+        self.attention_scales = nn.Parameter(torch.ones(stages))
+        self.feature_encoders = nn.ModuleList(
+            nn.Sequential(_conv(1, features), nn.LeakyReLU(0.1), _conv(features, features), nn.LeakyReLU(0.1))
+            for _ in range(stages)
+        )
+        self.memory_cell = ConvLSTMCell(3 * features, features)
+        self.long_memory_conv = _conv(features, features)
+        self.short_memory_convs = nn.ModuleList(_conv(features, features) for _ in range(stages))
+        self.output_convs = nn.ModuleList(
+            nn.Sequential(_conv(features, features), nn.LeakyReLU(0.1), _conv(features, 1)) for _ in range(stages)
+        )
+
+    @property
+    def step_sizes(self) -> torch.Tensor:
+        """The learned ``alpha_k``, shape ``(K,)``, each in (0, 1)."""
+        return torch.sigmoid(self.step_size_logits)
+
+    def _normalise_attention(self, attention: torch.Tensor) -> torch.Tensor:
+        """Divide each image's map ``(B, 1, H, W)`` by its root mean square.
+
+        ``attention_eps`` goes inside the square root: differentiable where a map is all zero (it
+        is at stage 1 when ``w_I I + w_V V = F_0``), and maps below ``eps`` stay near 0 (gate 0.5).
+        """
+        mean_square = attention.pow(2).mean(dim=(1, 2, 3), keepdim=True)
+        return attention / (mean_square + self.attention_eps**2).sqrt()
+
+    def forward(
+        self,
+        ir: torch.Tensor,
+        vi: torch.Tensor,
+        segmenter: nn.Module,
+        mask: torch.Tensor | None = None,
+        weights: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> FusionOutput:
+        """Fuse ``ir, vi (B, 1, H, W)``.
+
+        mask: one-hot ``(B, C, H, W)``; None -> one-hot of ``argmax S((ir + vi) / 2)``.
+        weights: ``(w_ir, w_vi)`` each ``(B, 1, H, W)`` (e.g. from a :class:`~uaafusion.attribution.WeightCache`);
+        None -> computed here with :func:`~uaafusion.attribution.modality_weights`.
+        """
+        if ir.dim() != 4 or ir.shape[1] != 1 or ir.shape != vi.shape:
+            raise DataError(f"ir and vi must both be (B, 1, H, W); got {tuple(ir.shape)} and {tuple(vi.shape)}")
+        average = (ir + vi) / 2
+        if mask is None:
+            with torch.no_grad(), frozen_segmenter(segmenter):
+                mask = mask_from_logits(segmenter(average.detach()))
+        if mask.dim() != 4 or mask.shape[0] != ir.shape[0] or mask.shape[-2:] != ir.shape[-2:]:
+            raise DataError(f"mask must be (B, C, H, W) matching {tuple(ir.shape)}, got {tuple(mask.shape)}")
+        mask = mask.to(ir.dtype)
+        if weights is None:
+            weight_ir, weight_vi = modality_weights(
+                segmenter, ir, vi, mask, self.attribution_steps, self.attribution_method, self.internal_batch_size
+            )
+        else:
+            weight_ir, weight_vi = weights
+            if weight_ir.shape != ir.shape or weight_vi.shape != ir.shape:
+                raise DataError(
+                    f"weights must both be {tuple(ir.shape)}; got {tuple(weight_ir.shape)} and {tuple(weight_vi.shape)}"
+                )
+        weight_ir, weight_vi = weight_ir.to(ir), weight_vi.to(ir)
+        target = weight_ir * ir + weight_vi * vi
+
+        estimate = average
+        hidden, cell = self.memory_cell.initial_state(ir.new_zeros(ir.shape[0], 1, *ir.shape[-2:]))
+        long_memory = torch.zeros_like(hidden)
+        short_memory = torch.zeros_like(hidden)
+        running_attention: torch.Tensor | None = None
+        step_sizes = self.step_sizes
+        attention_gates: list[torch.Tensor] = []
+        estimates: list[torch.Tensor] = []
+        for stage in range(self.stages):
+            moved = estimate - step_sizes[stage] * (estimate - target)
+            running_attention = pathway_attention(segmenter, moved, estimate, mask, running_attention, stage + 1)
+            gate = torch.sigmoid(self.attention_scales[stage] * self._normalise_attention(running_attention))
+            features = self.feature_encoders[stage](moved)
+            hidden, cell = self.memory_cell(torch.cat([features, long_memory, short_memory], dim=1), (hidden, cell))
+            long_memory = self.long_memory_conv(hidden)
+            short_memory = long_memory + self.short_memory_convs[stage](long_memory) * gate
+            estimate = torch.sigmoid(self.output_convs[stage](short_memory))
+            attention_gates.append(gate)
+            estimates.append(estimate)
+        return FusionOutput(
+            fused=estimate, weight_ir=weight_ir, weight_vi=weight_vi,
+            attention=attention_gates, estimates=estimates, mask=mask,
+        )
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
+    """Number of (trainable) parameter elements of ``module``."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
