@@ -346,6 +346,10 @@ class WeightCache:
     def __contains__(self, name: object) -> bool:
         return name in self._weights_ir
 
+    def __getitem__(self, name: str) -> torch.Tensor:
+        """The stored full-image infrared weight ``(1, H, W)`` of sample ``name``."""
+        return self._weights_ir[name]
+
     def clear(self) -> None:
         """Drop every entry (counters are kept)."""
         self._weights_ir.clear()

@@ -1,0 +1,137 @@
+"""Training stages on the tiny synthetic configuration: determinism, resume, NaN handling."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import REPO_ROOT, tiny_params_dict
+from uaafusion.config import params_from_dict
+from uaafusion.data.synthetic import write_synthetic_dataset
+from uaafusion.errors import TrainingError
+from uaafusion.training import read_history, run_training, training_units
+from uaafusion.training.state import STATE_FILE_NAME
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synthetic")
+    params = params_from_dict(tiny_params_dict())
+    write_synthetic_dataset(params.synthetic, root)
+    return root
+
+
+def tiny_params(data_root: Path, **extra):
+    return params_from_dict(tiny_params_dict(**{"data.root": str(data_root), **extra}))
+
+
+def numbers(history: dict) -> list[dict]:
+    return [{key: value for key, value in row.items() if isinstance(value, (int, float))} for row in history["units"]]
+
+
+def test_schedule_units_follow_params(tiny_data: Path) -> None:
+    params = tiny_params(tiny_data, **{"train.rounds": 2})
+    assert training_units(params) == [("pretrain", 0), ("fusion", 1), ("segmentation", 1), ("validation", 1),
+                                      ("fusion", 2), ("segmentation", 2), ("validation", 2)]
+    joint = tiny_params(tiny_data, **{"train.schedule": "joint"})
+    assert [name for name, _ in training_units(joint)] == ["pretrain", "joint", "validation"]
+
+
+def test_alternating_training_is_deterministic_and_records_history(tiny_data: Path, tmp_path: Path) -> None:
+    params = tiny_params(tiny_data)
+    first = run_training(params, tmp_path / "a")
+    second = run_training(params, tmp_path / "b")
+    assert first == second
+    assert {"mIoU", "mIoU_ir", "mIoU_vi", "SSIM", "Qabf", "VIF"} <= set(first)
+    history = read_history(tmp_path / "a")
+    assert [row["unit"] for row in history["units"]] == [
+        "pretrain/epoch-1", "round-1/fusion/epoch-1", "round-1/segmentation/epoch-1", "round-1/validation"]
+    assert numbers(history) == numbers(read_history(tmp_path / "b"))
+    assert all(torch.isfinite(torch.tensor(row["loss"])) for row in history["steps"])
+    # A finished run is not trained again: calling it again changes nothing.
+    state_before = (tmp_path / "a" / STATE_FILE_NAME).read_bytes()
+    assert run_training(params, tmp_path / "a") == first
+    assert (tmp_path / "a" / STATE_FILE_NAME).read_bytes() == state_before
+
+
+def test_joint_schedule_trains(tiny_data: Path, tmp_path: Path) -> None:
+    metrics = run_training(tiny_params(tiny_data, **{"train.schedule": "joint"}), tmp_path / "joint")
+    assert 0.0 <= metrics["mIoU"] <= 1.0
+    stages = {row["stage"] for row in read_history(tmp_path / "joint")["steps"]}
+    assert stages == {"pretrain", "joint"}
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(
+        tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from uaafusion.training import fusion_stage, pretrain_segmenter
+
+    params = tiny_params(tiny_data)
+    run_dir = tmp_path / "run"
+    pretrain_segmenter(params, run_dir)
+    good_state = (run_dir / STATE_FILE_NAME).read_bytes()
+
+    import uaafusion.losses as losses
+
+    original = losses.FusionLoss.__call__
+
+    def poisoned(self, *args, **kwargs):
+        terms = original(self, *args, **kwargs)
+        terms["total"] = terms["total"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(losses.FusionLoss, "__call__", poisoned)
+    with pytest.raises(TrainingError, match=r"round-1/fusion/epoch-1: the loss became nan.*last good checkpoint"):
+        fusion_stage(params, run_dir, 1)
+    assert (run_dir / STATE_FILE_NAME).read_bytes() == good_state
+
+
+_CHILD = """
+import sys
+from tests.helpers import tiny_params_dict
+from uaafusion.config import params_from_dict
+from uaafusion.training import run_training
+params = params_from_dict(tiny_params_dict(**{"data.root": sys.argv[1], "train.rounds": 2}))
+run_training(params, sys.argv[2])
+"""
+
+
+def _start_child(data_root: Path, run_dir: Path) -> subprocess.Popen:
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.Popen([sys.executable, "-c", _CHILD, str(data_root), str(run_dir)], cwd=REPO_ROOT,
+                            env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+@pytest.mark.slow
+def test_run_killed_mid_training_resumes_to_the_same_result(tiny_data: Path, tmp_path: Path) -> None:
+    reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
+    reference = _start_child(tiny_data, reference_dir)
+    assert reference.wait(timeout=600) == 0, reference.stderr.read().decode()[-3000:]
+
+    child = _start_child(tiny_data, killed_dir)
+    state = killed_dir / STATE_FILE_NAME
+    deadline = time.monotonic() + 600
+    # Kill right after the second unit is saved: the third is then half done.
+    while time.monotonic() < deadline:
+        if state.is_file() and len(read_history(killed_dir)["units"]) >= 2:
+            break
+        assert child.poll() is None, "the run finished before it could be killed"
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=60)
+    assert child.returncode == -signal.SIGKILL
+    units_at_kill = len(read_history(killed_dir)["units"])
+    assert units_at_kill < len(read_history(reference_dir)["units"])
+
+    resumed = _start_child(tiny_data, killed_dir)
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read().decode()[-3000:]
+    assert numbers(read_history(killed_dir)) == numbers(read_history(reference_dir))
+    reference_steps = json.loads((reference_dir / "history.json").read_text())["steps"]
+    assert read_history(killed_dir)["steps"] == reference_steps

@@ -1,0 +1,143 @@
+"""The pipeline's steps as plain functions: params + project paths in, files out.
+
+``flows/pipeline.py`` (Prefect) and ``dvc.yaml`` call these; nothing here knows about either.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from uaafusion.config import Params
+from uaafusion.paths import ProjectPaths
+
+LOGGER = logging.getLogger(__name__)
+
+BASELINE_METHODS = ("average", "maximum")
+OUR_METHOD = "ours"
+
+
+def uses_synthetic_data(params: Params, paths: ProjectPaths) -> bool:
+    """True when ``data.root`` is the project's embedded synthetic dataset."""
+    return resolve_data_root(params, paths) == paths.synthetic_data
+
+
+def resolve_data_root(params: Params, paths: ProjectPaths) -> Path:
+    """``data.root`` as an absolute path (relative roots are relative to the project root)."""
+    root = Path(params.data.root).expanduser()
+    return (root if root.is_absolute() else paths.root / root).resolve()
+
+
+def with_absolute_data_root(params: Params, paths: ProjectPaths) -> Params:
+    """Params whose ``data.root`` no longer depends on the current directory."""
+    import dataclasses
+
+    data = dataclasses.replace(params.data, root=str(resolve_data_root(params, paths)))
+    return dataclasses.replace(params, data=data)
+
+
+def prepare_step(params: Params, paths: ProjectPaths) -> dict[str, Any]:
+    """Write the embedded synthetic dataset, or check a real dataset and count its samples."""
+    from uaafusion.data.datasets import create_dataset
+    from uaafusion.data.synthetic import write_synthetic_dataset
+
+    if uses_synthetic_data(params, paths):
+        return write_synthetic_dataset(params.synthetic, paths.synthetic_data)
+    params = with_absolute_data_root(params, paths)
+    counts = {}
+    for split in (params.data.train_split, params.data.test_split):
+        counts[split] = len(create_dataset(params.data, split, crop=False, seed=params.seed))
+    return {"root": params.data.root, "counts": counts}
+
+
+def write_training_curves(history: dict[str, list[dict[str, Any]]], out_dir: Path) -> dict[str, Path]:
+    """``steps.csv`` (loss per optimisation step) and ``rounds.csv`` (validation per round)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    steps_path = out_dir / "steps.csv"
+    rounds_path = out_dir / "rounds.csv"
+    _write_csv(steps_path, history.get("steps", []))
+    validations = [row for row in history.get("units", []) if row.get("phase") == "validation"]
+    _write_csv(rounds_path, [{key: value for key, value in row.items() if key not in ("unit", "phase")}
+                             for row in validations])
+    return {"steps": steps_path, "rounds": rounds_path}
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    columns: list[str] = []
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns or ["step"], restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def fuse_test_split(params: Params, paths: ProjectPaths, checkpoint: Path) -> dict[str, Path]:
+    """Fuse every test pair with our model and the two pixel baselines -> ``data/fused/<method>/NAME.png``."""
+    from uaafusion.data.datasets import create_dataset
+    from uaafusion.data.io import tensor_to_array, write_png
+    from uaafusion.device import resolve_device
+    from uaafusion.inference import compose_colour, fuse_luma
+    from uaafusion.models.checkpoint import load_models
+
+    params = with_absolute_data_root(params, paths)
+    device = resolve_device(params.device)
+    loaded = load_models(checkpoint, map_location=device)
+    fusion, segmenter = loaded.fusion.to(device), loaded.segmenter.to(device)
+    dataset = create_dataset(params.data, params.data.test_split, crop=False, seed=params.seed)
+    folders = {method: paths.fused / method for method in (OUR_METHOD, *BASELINE_METHODS)}
+    for index in tqdm(range(len(dataset)), desc="fusing test split", disable=None):
+        sample = dataset[index]
+        ir, vi = sample["ir"], sample["vi"]
+        chroma = sample["vi_crcb"] if not bool(torch.all(sample["vi_crcb"] == 0.5)) else None
+        output = fuse_luma(fusion, segmenter, ir[None].to(device), vi[None].to(device))
+        outputs = {
+            OUR_METHOD: output.fused[0].detach().cpu(),
+            "average": (ir + vi) / 2,
+            "maximum": torch.maximum(ir, vi),
+        }
+        for method, luma in outputs.items():
+            write_png(folders[method] / f"{sample['name']}.png", tensor_to_array(compose_colour(luma, chroma)))
+    return folders
+
+
+def evaluate_step(params: Params, paths: ProjectPaths) -> dict[str, dict[str, float]]:
+    """Fuse the test split, score ours, the baselines and any configured peers.
+
+    Writes ``reports/evaluation.json`` (every method, per image and mean) and
+    ``reports/metrics.json`` (the mean metrics per method, for ``dvc metrics``).
+    """
+    from uaafusion.data.datasets import layout_folders, split_directory
+    from uaafusion.device import resolve_device
+    from uaafusion.metrics.evaluate import evaluate_folders
+    from uaafusion.models.checkpoint import load_models
+
+    params = with_absolute_data_root(params, paths)
+    fused_folders = fuse_test_split(params, paths, paths.model_checkpoint)
+    for name, folder in params.evaluate.peers.items():
+        peer = Path(folder).expanduser()
+        fused_folders[name] = peer if peer.is_absolute() else (paths.root / peer).resolve()
+    device = resolve_device(params.device)
+    segmenter = load_models(paths.model_checkpoint, map_location=device).segmenter.to(device).eval()
+    folders = layout_folders(params.data.layout,
+                             split_directory(params.data.layout, params.data.root, params.data.test_split))
+    results = {}
+    for method, fused_dir in fused_folders.items():
+        LOGGER.info("scoring %s (%s)", method, fused_dir)
+        results[method] = evaluate_folders(
+            folders.ir, folders.vi, fused_dir,
+            labels_dir=folders.label, boxes_dir=folders.boxes, segmenter=segmenter,
+            num_classes=params.data.num_classes, class_names=list(params.data.class_names),
+            ignore_index=params.data.ignore_index, device=str(device),
+        )
+    paths.reports.mkdir(parents=True, exist_ok=True)
+    paths.evaluation.write_text(json.dumps(results, indent=1))
+    means = {method: result["mean"] for method, result in results.items()}
+    paths.metrics.write_text(json.dumps(means, indent=2))
+    return means

@@ -1,0 +1,593 @@
+"""Training stages as pure functions: params + a run folder in, checkpoint + metrics out.
+
+Schedules (METHOD.md §4):
+- ``alternating`` (default): pretrain the segmenter on the sources, then per round a fusion stage
+  (segmenter frozen, attribution weights cached once per image) and a segmentation stage (fusion
+  frozen, fused images computed once per round), then a validation on the test split.
+- ``joint``: the published schedule, one fusion step and one segmenter step per batch (weights
+  recomputed each step since the segmenter changes every step).
+
+Every stage resumes: units already recorded in the run folder's state are skipped, and the state is
+saved after each unit, so a killed run picks up where it stopped and ends with the same numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from uaafusion.config import Params
+from uaafusion.device import resolve_device
+from uaafusion.errors import TrainingError
+from uaafusion.training.builders import build_models, build_optimizer, build_scheduler, model_spec
+from uaafusion.training.state import Progress, TrainingObjects, load_state, save_state
+
+if TYPE_CHECKING:
+    from uaafusion.attribution import WeightCache
+
+LOGGER = logging.getLogger(__name__)
+
+# A sink receives (stage run name, metrics, step): the flow sends these to MLflow nested runs.
+# Stage run names: "pretrain", "round-1/fusion", "round-1/segmentation", "round-1/validation", "joint".
+MetricsSink = Callable[[str, dict[str, float], int], None]
+
+
+def _ignore_sink(phase: str, metrics: dict[str, float], step: int) -> None:
+    """Default sink: metrics only go to the run folder's history."""
+
+
+@dataclass
+class TrainingContext:
+    """Everything a stage needs, opened from params and the run folder."""
+
+    params: Params
+    device: torch.device
+    run_dir: Path
+    objects: TrainingObjects
+    sink: MetricsSink
+
+    @property
+    def fusion(self) -> torch.nn.Module:
+        return self.objects.fusion
+
+    @property
+    def segmenter(self) -> torch.nn.Module:
+        return self.objects.segmenter
+
+    @property
+    def progress(self) -> Progress:
+        return self.objects.progress
+
+    def save(self) -> None:
+        save_state(self.run_dir, self.objects)
+
+
+def run_fingerprint(params: Params) -> str:
+    """Short hash of everything that changes a training run's result (not retries, device, report)."""
+    relevant = params.to_dict()
+    relevant.pop("device", None)
+    relevant.pop("report", None)
+    relevant.pop("evaluate", None)
+    relevant["train"].pop("retries", None)
+    relevant["data"].pop("num_workers", None)
+    encoded = json.dumps(relevant, sort_keys=True).encode()
+    return hashlib.sha256(encoded).hexdigest()[:12]
+
+
+def open_training(params: Params, run_dir: Path, sink: MetricsSink | None = None) -> TrainingContext:
+    """Build models and optimisers from params and restore the run folder's state if it has one."""
+    device = resolve_device(params.device)
+    _seed_everything(params.seed)
+    fusion, segmenter = build_models(params, device)
+    train = params.train
+    optimizers = {
+        "fusion": build_optimizer(fusion, train.lr_fusion, train.weight_decay),
+        "segmenter": build_optimizer(segmenter, train.lr_segmenter, train.weight_decay),
+    }
+    if train.schedule == "alternating":
+        fusion_epochs = train.rounds * train.fusion_epochs
+        segmenter_epochs = train.pretrain_epochs + train.rounds * train.segmentation_epochs
+    else:
+        fusion_epochs = train.joint_epochs
+        segmenter_epochs = train.pretrain_epochs + train.joint_epochs
+    schedulers = {
+        "fusion": build_scheduler(optimizers["fusion"], train.lr_schedule, fusion_epochs),
+        "segmenter": build_scheduler(optimizers["segmenter"], train.lr_schedule, segmenter_epochs),
+    }
+    objects = TrainingObjects(fusion, segmenter, optimizers, schedulers, Progress())
+    run_dir = Path(run_dir)
+    if load_state(run_dir, objects):
+        LOGGER.info("resuming from %s (%d units done)", run_dir, len(objects.progress.completed))
+    (run_dir / "params.json").parent.mkdir(parents=True, exist_ok=True)
+    (run_dir / "params.json").write_text(json.dumps(params.to_dict(), indent=2))
+    return TrainingContext(params, device, run_dir, objects, sink or _ignore_sink)
+
+
+# --------------------------------------------------------------------------------------------
+# Stage functions
+# --------------------------------------------------------------------------------------------
+
+
+def pretrain_segmenter(params: Params, run_dir: Path, sink: MetricsSink | None = None) -> dict[str, float]:
+    """Pretrain the segmenter on the infrared and visible sources (``train.pretrain_epochs``)."""
+    context = open_training(params, run_dir, sink)
+    last: dict[str, float] = {}
+    for epoch in range(1, params.train.pretrain_epochs + 1):
+        unit = f"pretrain/epoch-{epoch}"
+        if context.progress.done(unit):
+            continue
+        last = _segmenter_epoch(context, unit, fused_store=None)
+        _finish_unit(context, unit, "pretrain", {"epoch": epoch}, last, scheduler="segmenter")
+    return last
+
+
+def fusion_stage(params: Params, run_dir: Path, round_index: int, sink: MetricsSink | None = None) -> dict[str, float]:
+    """Train the fusion network for ``train.fusion_epochs`` with the segmenter frozen."""
+    context = open_training(params, run_dir, sink)
+    units = [f"round-{round_index}/fusion/epoch-{epoch}" for epoch in range(1, params.train.fusion_epochs + 1)]
+    if all(context.progress.done(unit) for unit in units):
+        return {}
+    weights = _modality_weight_store(context)
+    last: dict[str, float] = {}
+    for epoch, unit in enumerate(units, start=1):
+        if context.progress.done(unit):
+            continue
+        last = _fusion_epoch(context, unit, weights)
+        _finish_unit(context, unit, "fusion", {"round": round_index, "epoch": epoch}, last, scheduler="fusion")
+    return last
+
+
+def segmentation_stage(params: Params, run_dir: Path, round_index: int, sink: MetricsSink | None = None) -> dict[str, float]:
+    """Train the segmenter on fused images (fusion frozen, computed once) and the sources."""
+    context = open_training(params, run_dir, sink)
+    units = [f"round-{round_index}/segmentation/epoch-{epoch}" for epoch in range(1, params.train.segmentation_epochs + 1)]
+    if all(context.progress.done(unit) for unit in units):
+        return {}
+    fused_store = _fused_image_store(context)
+    last: dict[str, float] = {}
+    for epoch, unit in enumerate(units, start=1):
+        if context.progress.done(unit):
+            continue
+        last = _segmenter_epoch(context, unit, fused_store=fused_store)
+        _finish_unit(context, unit, "segmentation", {"round": round_index, "epoch": epoch}, last, scheduler="segmenter")
+    return last
+
+
+def joint_stage(params: Params, run_dir: Path, sink: MetricsSink | None = None) -> dict[str, float]:
+    """The published one-step schedule: per batch a fusion step, then a segmenter step."""
+    context = open_training(params, run_dir, sink)
+    last: dict[str, float] = {}
+    for epoch in range(1, params.train.joint_epochs + 1):
+        unit = f"joint/epoch-{epoch}"
+        if context.progress.done(unit):
+            continue
+        last = _joint_epoch(context, unit)
+        context.objects.schedulers["fusion"].step()
+        _finish_unit(context, unit, "joint", {"epoch": epoch}, last, scheduler="segmenter")
+    return last
+
+
+def validation_stage(params: Params, run_dir: Path, round_index: int, sink: MetricsSink | None = None,
+                     samples_dir: Path | None = None) -> dict[str, float]:
+    """Fuse the test split and measure segmentation (mIoU on fused images) and fusion quality."""
+    context = open_training(params, run_dir, sink)
+    unit = f"round-{round_index}/validation"
+    for row in context.progress.history:
+        if row.get("unit") == unit:
+            return {key: value for key, value in row.items() if isinstance(value, float)}
+    metrics = validate(context, samples_dir=samples_dir)
+    _finish_unit(context, unit, "validation", {"round": round_index}, metrics, scheduler=None)
+    return metrics
+
+
+def training_units(params: Params) -> list[tuple[str, int]]:
+    """The stage calls of a whole training run in order: ``[("pretrain", 0), ("fusion", 1), ...]``."""
+    units: list[tuple[str, int]] = [("pretrain", 0)]
+    if params.train.schedule == "joint":
+        return units + [("joint", 0), ("validation", 1)]
+    for round_index in range(1, params.train.rounds + 1):
+        units += [("fusion", round_index), ("segmentation", round_index), ("validation", round_index)]
+    return units
+
+
+def run_training(params: Params, run_dir: Path, sink: MetricsSink | None = None) -> dict[str, float]:
+    """All stages in order (what the pipeline's train step does); returns the last validation."""
+    metrics: dict[str, float] = {}
+    for name, round_index in training_units(params):
+        metrics = run_stage(params, run_dir, name, round_index, sink) or metrics
+    return metrics
+
+
+def run_stage(params: Params, run_dir: Path, name: str, round_index: int, sink: MetricsSink | None = None) -> dict[str, float]:
+    """Dispatch one stage by name (``pretrain|fusion|segmentation|validation|joint``)."""
+    if name == "pretrain":
+        return pretrain_segmenter(params, run_dir, sink)
+    if name == "fusion":
+        return fusion_stage(params, run_dir, round_index, sink)
+    if name == "segmentation":
+        return segmentation_stage(params, run_dir, round_index, sink)
+    if name == "validation":
+        return validation_stage(params, run_dir, round_index, sink)
+    if name == "joint":
+        return joint_stage(params, run_dir, sink)
+    raise ValueError(f"unknown training stage {name!r}")
+
+
+def export_models(params: Params, run_dir: Path, out_path: Path) -> Path:
+    """Write the trained models (state dicts + constructor spec, any input size) to ``out_path``."""
+    from uaafusion.models.checkpoint import save_models
+
+    context = open_training(params, run_dir)
+    extra = {"fingerprint": run_fingerprint(params), "units": len(context.progress.completed)}
+    save_models(out_path, context.fusion, context.segmenter, model_spec(params), extra=extra)
+    return out_path
+
+
+def read_history(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """``{"units": [one row per completed unit], "steps": [one row per optimisation step]}``."""
+    path = Path(run_dir) / "history.json"
+    return json.loads(path.read_text()) if path.is_file() else {"units": [], "steps": []}
+
+
+# --------------------------------------------------------------------------------------------
+# Epochs
+# --------------------------------------------------------------------------------------------
+
+
+def _segmenter_epoch(context: TrainingContext, unit: str, fused_store: dict[str, torch.Tensor] | None) -> dict[str, float]:
+    """One epoch of the segmenter on the sources (and on fused images when ``fused_store`` is given)."""
+    from uaafusion.losses import segmentation_loss
+
+    params = context.params
+    segmenter, fusion = context.segmenter, context.fusion
+    _freeze(fusion)
+    _unfreeze(segmenter)
+    segmenter.train()
+    optimizer = context.objects.optimizers["segmenter"]
+    totals: dict[str, float] = {}
+    batches = 0
+    for batch in _train_batches(context, unit):
+        ir, vi, labels = batch["ir"], batch["vi"], batch["label"]
+        inputs = [ir, vi]
+        if fused_store is not None:
+            inputs.append(_crop_stored(fused_store, batch, context.device))
+        optimizer.zero_grad(set_to_none=True)
+        with _autocast(context):
+            losses = [segmentation_loss(segmenter(image), labels, params.data.ignore_index, params.loss.dice)
+                      for image in inputs]
+            loss = torch.stack(losses).sum()
+        _check_finite(context, unit, loss)
+        loss.backward()
+        _clip(segmenter, params.train.grad_clip)
+        optimizer.step()
+        terms = {"loss": loss.item(), "loss_ir": losses[0].item(), "loss_vi": losses[1].item()}
+        if fused_store is not None:
+            terms["loss_fused"] = losses[2].item()
+        _log_step(context, unit, terms)
+        for key, value in terms.items():
+            totals[key] = totals.get(key, 0.0) + value
+        batches += 1
+    return {key: value / max(batches, 1) for key, value in totals.items()}
+
+
+def _fusion_epoch(context: TrainingContext, unit: str, weights: "WeightCache") -> dict[str, float]:
+    """One epoch of the fusion network; the segmenter is frozen but passes gradients to ``F``."""
+    from uaafusion.attribution import labels_to_one_hot
+    from uaafusion.losses import FusionLoss
+
+    params = context.params
+    fusion, segmenter = context.fusion, context.segmenter
+    _freeze(segmenter)
+    segmenter.eval()
+    _unfreeze(fusion)
+    fusion.train()
+    loss_function = FusionLoss(params.loss, params.data.ignore_index)
+    optimizer = context.objects.optimizers["fusion"]
+    totals: dict[str, float] = {}
+    batches = 0
+    for batch in _train_batches(context, unit):
+        ir, vi, labels, roi = batch["ir"], batch["vi"], batch["label"], batch["roi"]
+        weight_ir = _crop_stored(weights, batch, context.device)
+        mask = labels_to_one_hot(labels, params.data.num_classes, params.data.ignore_index)
+        optimizer.zero_grad(set_to_none=True)
+        with _autocast(context):
+            output = fusion(ir, vi, segmenter, mask=mask, weights=(weight_ir, 1.0 - weight_ir))
+            logits = segmenter(output.fused)
+            terms = loss_function(output, ir, vi, logits, labels, roi)
+        loss = terms["total"]
+        _check_finite(context, unit, loss)
+        loss.backward()
+        _clip(fusion, params.train.grad_clip)
+        optimizer.step()
+        values = {f"loss_{key}" if key != "total" else "loss": float(value.detach()) for key, value in terms.items()}
+        _log_step(context, unit, values)
+        for key, value in values.items():
+            totals[key] = totals.get(key, 0.0) + value
+        batches += 1
+    _unfreeze(segmenter)
+    return {key: value / max(batches, 1) for key, value in totals.items()}
+
+
+def _joint_epoch(context: TrainingContext, unit: str) -> dict[str, float]:
+    """One epoch of the joint schedule: fusion step (weights recomputed), then segmenter step."""
+    from uaafusion.attribution import modality_weights
+    from uaafusion.losses import FusionLoss, segmentation_loss
+
+    params = context.params
+    fusion, segmenter = context.fusion, context.segmenter
+    loss_function = FusionLoss(params.loss, params.data.ignore_index)
+    fusion_optimizer = context.objects.optimizers["fusion"]
+    segmenter_optimizer = context.objects.optimizers["segmenter"]
+    totals: dict[str, float] = {}
+    batches = 0
+    for batch in _train_batches(context, unit):
+        ir, vi, labels, roi = batch["ir"], batch["vi"], batch["label"], batch["roi"]
+        # Fusion step, segmenter frozen.
+        _freeze(segmenter)
+        segmenter.eval()
+        _unfreeze(fusion)
+        fusion.train()
+        mask = attribution_mask(segmenter, ir, vi, labels, params.data.num_classes, params.data.ignore_index)
+        weight_ir, weight_vi = modality_weights(segmenter, ir, vi, mask, params.attribution.steps,
+                                                method=params.attribution.method,
+                                                internal_batch_size=params.attribution.internal_batch_size)
+        fusion_optimizer.zero_grad(set_to_none=True)
+        with _autocast(context):
+            output = fusion(ir, vi, segmenter, mask=mask, weights=(weight_ir, weight_vi))
+            terms = loss_function(output, ir, vi, segmenter(output.fused), labels, roi)
+        _check_finite(context, unit, terms["total"])
+        terms["total"].backward()
+        _clip(fusion, params.train.grad_clip)
+        fusion_optimizer.step()
+        # Segmenter step, fusion frozen, fused image detached.
+        _freeze(fusion)
+        _unfreeze(segmenter)
+        segmenter.train()
+        fused = output.fused.detach()
+        segmenter_optimizer.zero_grad(set_to_none=True)
+        with _autocast(context):
+            segmenter_loss = sum(segmentation_loss(segmenter(image), labels, params.data.ignore_index, params.loss.dice)
+                                 for image in (fused, ir, vi))
+        _check_finite(context, unit, segmenter_loss)
+        segmenter_loss.backward()
+        _clip(segmenter, params.train.grad_clip)
+        segmenter_optimizer.step()
+        values = {"loss": float(terms["total"].detach()), "loss_segmenter": float(segmenter_loss.detach())}
+        _log_step(context, unit, values)
+        for key, value in values.items():
+            totals[key] = totals.get(key, 0.0) + value
+        batches += 1
+    _unfreeze(fusion)
+    return {key: value / max(batches, 1) for key, value in totals.items()}
+
+
+def validate(context: TrainingContext, samples_dir: Path | None = None) -> dict[str, float]:
+    """Fuse every test image (full size) and score it: mIoU of the segmenter on fused images
+    and on each source, and the mean fusion metrics. Optionally saves sample images."""
+    from uaafusion.data.io import tensor_to_array, write_png
+    from uaafusion.inference import fuse_luma
+    from uaafusion.metrics.fusion import fusion_metrics
+    from uaafusion.metrics.segmentation import ConfusionMatrix
+
+    params = context.params
+    dataset = _dataset(context, params.data.test_split, crop=False)
+    confusions = {source: ConfusionMatrix(params.data.num_classes, params.data.ignore_index)
+                  for source in ("fused", "ir", "vi")}
+    fusion_totals: dict[str, float] = {}
+    context.segmenter.eval()
+    for index in tqdm(range(len(dataset)), desc="validation", leave=False, disable=None):
+        sample = dataset[index]
+        ir = sample["ir"][None].to(context.device)
+        vi = sample["vi"][None].to(context.device)
+        output = fuse_luma(context.fusion, context.segmenter, ir, vi)
+        with torch.no_grad():
+            for source, image in (("fused", output.fused), ("ir", ir), ("vi", vi)):
+                prediction = context.segmenter(image).argmax(dim=1)[0].cpu().numpy()
+                confusions[source].update(prediction, sample["label"].numpy())
+        fused_array = tensor_to_array(output.fused[0])
+        scores = fusion_metrics(fused_array.astype(np.float64), tensor_to_array(sample["ir"]).astype(np.float64),
+                                tensor_to_array(sample["vi"]).astype(np.float64))
+        for key, value in scores.items():
+            fusion_totals[key] = fusion_totals.get(key, 0.0) + float(value)
+        if samples_dir is not None and index < params.report.samples:
+            write_png(Path(samples_dir) / f"{sample['name']}_fused.png", fused_array)
+            write_png(Path(samples_dir) / f"{sample['name']}_weight_ir.png", tensor_to_array(output.weight_ir[0]))
+    metrics = {key: value / max(len(dataset), 1) for key, value in fusion_totals.items()}
+    metrics["mIoU"] = float(confusions["fused"].miou())
+    metrics["mIoU_ir"] = float(confusions["ir"].miou())
+    metrics["mIoU_vi"] = float(confusions["vi"].miou())
+    return metrics
+
+
+# --------------------------------------------------------------------------------------------
+# Per-round stores: attribution weights and fused images of the full training images
+# --------------------------------------------------------------------------------------------
+
+
+def _modality_weight_store(context: TrainingContext) -> "WeightCache":
+    """Infrared weights ``(1, H, W)`` of every full training image, computed once for this round.
+
+    The segmenter is frozen for the whole fusion stage, so the weights are fixed: computing them
+    once per image (batched over same-size images) replaces an attribution per step (METHOD.md §1).
+    """
+    from uaafusion.attribution import WeightCache
+
+    params = context.params
+    segmenter = context.segmenter
+    segmenter.eval()
+    cache = WeightCache(steps=params.attribution.steps, method=params.attribution.method,
+                        internal_batch_size=params.attribution.internal_batch_size)
+    dataset = _dataset(context, params.data.train_split, crop=False)
+    chunk = max(1, params.data.batch_size)
+    for start in tqdm(range(0, len(dataset), chunk), desc="attribution weights", leave=False, disable=None):
+        samples = [dataset[index] for index in range(start, min(start + chunk, len(dataset)))]
+        names, ir_list, vi_list, masks = [], [], [], []
+        for sample in samples:
+            ir = sample["ir"][None].to(context.device)
+            vi = sample["vi"][None].to(context.device)
+            labels = sample["label"][None].to(context.device)
+            masks.append(attribution_mask(segmenter, ir, vi, labels, params.data.num_classes,
+                                          params.data.ignore_index)[0])
+            names.append(sample["name"])
+            ir_list.append(ir[0])
+            vi_list.append(vi[0])
+        cache.get_or_compute(names, ir_list, vi_list, masks, segmenter)
+    return cache
+
+
+def _fused_image_store(context: TrainingContext) -> dict[str, torch.Tensor]:
+    """Fused image ``(1, H, W)`` of every full training image from the frozen fusion network."""
+    from uaafusion.inference import fuse_luma
+
+    params = context.params
+    store: dict[str, torch.Tensor] = {}
+    dataset = _dataset(context, params.data.train_split, crop=False)
+    for index in tqdm(range(len(dataset)), desc="fusing training images", leave=False, disable=None):
+        sample = dataset[index]
+        output = fuse_luma(context.fusion, context.segmenter,
+                           sample["ir"][None].to(context.device), sample["vi"][None].to(context.device))
+        store[sample["name"]] = output.fused[0].detach().cpu()
+    return store
+
+
+def _crop_stored(store: Mapping[str, torch.Tensor] | "WeightCache", batch: dict[str, Any], device: torch.device) -> torch.Tensor:
+    """Crop each sample's stored full-image map with the sample's crop box -> ``(B, 1, h, w)``.
+
+    Crops reaching past the image (padded samples) are reflect-padded, as the dataset pads images.
+    """
+    from uaafusion.data.datasets import pad_reflect
+
+    crops = []
+    height, width = batch["ir"].shape[-2:]
+    for name, box in zip(batch["name"], batch["crop"]):
+        top, left, crop_height, crop_width = (int(value) for value in box)
+        full = store[name]
+        piece = full[:, top:top + crop_height, left:left + crop_width]
+        pad_bottom, pad_right = height - piece.shape[-2], width - piece.shape[-1]
+        if pad_bottom > 0 or pad_right > 0:
+            piece = torch.from_numpy(pad_reflect(piece.numpy(), (pad_bottom, pad_right)).copy())
+        crops.append(piece)
+    return torch.stack(crops).to(device)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def attribution_mask(segmenter: torch.nn.Module, ir: torch.Tensor, vi: torch.Tensor, labels: torch.Tensor,
+                     num_classes: int, ignore_index: int) -> torch.Tensor:
+    """Class mask for attribution: from labels, or ``argmax S((I+V)/2)`` for images without labels."""
+    from uaafusion.attribution import labels_to_one_hot, mask_from_logits
+
+    mask = labels_to_one_hot(labels, num_classes, ignore_index)
+    unlabeled = (labels == ignore_index).flatten(1).all(dim=1)
+    if bool(unlabeled.any()):
+        with torch.no_grad():
+            predicted_mask = mask_from_logits(segmenter((ir + vi) / 2))
+        mask = torch.where(unlabeled[:, None, None, None], predicted_mask, mask)
+    return mask
+
+
+def _dataset(context: TrainingContext, split: str, crop: bool) -> Dataset:
+    from uaafusion.data.datasets import create_dataset
+
+    return create_dataset(context.params.data, split, crop=crop, seed=context.params.seed)
+
+
+def _train_batches(context: TrainingContext, unit: str) -> Iterator[dict[str, Any]]:
+    """Batches of training crops; order and crops depend only on the seed and the unit id."""
+    params = context.params
+    unit_seed = params.seed * 1_000_003 + int(hashlib.sha256(unit.encode()).hexdigest()[:8], 16)
+    dataset = _dataset(context, params.data.train_split, crop=True)
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(unit_seed)
+    generator = torch.Generator().manual_seed(unit_seed)
+    batch_size = min(params.data.batch_size, len(dataset))
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator,
+                        drop_last=len(dataset) >= 2 * batch_size, num_workers=params.data.num_workers,
+                        collate_fn=getattr(dataset, "collate", None))
+    for batch in tqdm(loader, desc=unit, leave=False, disable=None):
+        yield {key: value.to(context.device) if isinstance(value, torch.Tensor) and key != "crop" else value
+               for key, value in batch.items()}
+
+
+def _finish_unit(context: TrainingContext, unit: str, phase: str, where: dict[str, int],
+                 metrics: dict[str, float], scheduler: str | None) -> None:
+    if scheduler is not None:
+        context.objects.schedulers[scheduler].step()
+    row = {"unit": unit, "phase": phase, "step": context.progress.global_step, **where,
+           **{key: float(value) for key, value in metrics.items()}}
+    context.progress.history.append(row)
+    context.progress.completed.append(unit)
+    context.save()
+    (context.run_dir / "history.json").write_text(json.dumps(
+        {"units": context.progress.history, "steps": context.progress.steps}, indent=1))
+    context.sink(stage_run_name(unit),
+                 {f"epoch_{key}" if phase != "validation" else key: value for key, value in metrics.items()},
+                 context.progress.global_step)
+    LOGGER.info("%s: %s", unit, ", ".join(f"{key}={value:.4g}" for key, value in metrics.items()))
+
+
+def _log_step(context: TrainingContext, unit: str, values: dict[str, float]) -> None:
+    context.progress.global_step += 1
+    run_name = stage_run_name(unit)
+    context.progress.steps.append({"step": context.progress.global_step, "stage": run_name, **values})
+    context.sink(run_name, values, context.progress.global_step)
+
+
+def stage_run_name(unit: str) -> str:
+    """``"round-1/fusion/epoch-2"`` -> ``"round-1/fusion"``; ``"pretrain/epoch-1"`` -> ``"pretrain"``."""
+    parts = unit.split("/")
+    return "/".join(part for part in parts if not part.startswith("epoch-"))
+
+
+def _check_finite(context: TrainingContext, unit: str, loss: torch.Tensor) -> None:
+    if not bool(torch.isfinite(loss.detach()).all()):
+        raise TrainingError(
+            f"{unit}: the loss became {float(loss.detach())} at step {context.progress.global_step + 1}. "
+            f"Training stopped; the last good checkpoint is kept in {context.run_dir}. Lower "
+            "train.lr_fusion / train.lr_segmenter, set train.grad_clip > 0, or check the inputs for NaN."
+        )
+
+
+def _clip(module: torch.nn.Module, max_norm: float) -> None:
+    if max_norm > 0:
+        torch.nn.utils.clip_grad_norm_(module.parameters(), max_norm)
+
+
+@contextmanager
+def _autocast(context: TrainingContext) -> Iterator[None]:
+    enabled = context.params.train.amp and context.device.type == "cuda"
+    with torch.autocast(device_type=context.device.type, dtype=torch.bfloat16, enabled=enabled):
+        yield
+
+
+def _freeze(module: torch.nn.Module) -> None:
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+
+
+def _unfreeze(module: torch.nn.Module) -> None:
+    for parameter in module.parameters():
+        parameter.requires_grad_(True)
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
