@@ -48,13 +48,15 @@ def _mixed_mask(batch, num_classes, height, width):
     return torch.cat(masks)
 
 
+@pytest.mark.parametrize("engine", ["forward", "captum"])
 @pytest.mark.parametrize("internal_batch_size", [None, 3])
-def test_batched_attribution_matches_plain_autograd_loop(internal_batch_size):
+def test_batched_attribution_matches_plain_autograd_loop(internal_batch_size, engine):
     segmenter = TinySegmenter(num_classes=4, seed=1)
     image = random_images(2, 13, 17, seed=2)
     mask = _mixed_mask(2, 4, 13, 17)
     steps = 4
-    batched = region_attribution(segmenter, image, mask, steps, internal_batch_size=internal_batch_size)
+    batched = region_attribution(segmenter, image, mask, steps, internal_batch_size=internal_batch_size,
+                                 engine=engine)
     reference = reference_region_attribution(segmenter, image, mask, steps)
     assert batched.shape == (2, 4)
     assert (reference > 0).sum() >= 3, "test inputs should give several positive region scores"
@@ -63,16 +65,34 @@ def test_batched_attribution_matches_plain_autograd_loop(internal_batch_size):
     assert batched[0, 3] == 0  # class absent from image 0
 
 
-def test_attribution_runs_one_batched_pass_not_a_loop():
+def test_captum_engine_runs_one_batched_pass_not_a_loop():
     segmenter = TinySegmenter(num_classes=5)
     batch_sizes: list[int] = []
     segmenter.register_forward_pre_hook(lambda module, args: batch_sizes.append(args[0].shape[0]))
     mask = _mixed_mask(2, 5, 8, 10)  # 4 + 5 present classes = 9 copies
-    region_attribution(segmenter, random_images(2, 8, 10), mask, steps=3)
+    region_attribution(segmenter, random_images(2, 8, 10), mask, steps=3, engine="captum")
     assert batch_sizes == [9 * 3]
     batch_sizes.clear()
-    region_attribution(segmenter, random_images(2, 8, 10), mask, steps=3, internal_batch_size=9)
+    region_attribution(segmenter, random_images(2, 8, 10), mask, steps=3, internal_batch_size=9, engine="captum")
     assert max(batch_sizes) <= 9 and sum(batch_sizes) == 27
+
+
+def test_forward_engine_computes_each_point_once_for_all_classes():
+    segmenter = TinySegmenter(num_classes=5)
+    batch_sizes: list[int] = []
+    segmenter.register_forward_pre_hook(lambda module, args: batch_sizes.append(args[0].shape[0]))
+    mask = _mixed_mask(2, 5, 8, 10)
+    region_attribution(segmenter, random_images(2, 8, 10), mask, steps=3, engine="forward")
+    assert batch_sizes == [2 * 3]  # one (vmapped) pass over the 6 points, every class at once
+    batch_sizes.clear()
+    region_attribution(segmenter, random_images(2, 8, 10), mask, steps=3, internal_batch_size=10, engine="forward")
+    assert batch_sizes == [2, 2, 2]  # at most 10 // 5 classes = 2 points per pass
+
+
+def test_unknown_engine_is_a_config_error():
+    with pytest.raises(ConfigError, match="attribution.engine"):
+        region_attribution(TinySegmenter(num_classes=2), random_images(1, 4, 4), stripe_mask(1, 2, 4, 4),
+                           steps=2, engine="fast")
 
 
 def test_absent_classes_score_zero_and_empty_mask_gives_zeros():

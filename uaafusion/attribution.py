@@ -34,6 +34,12 @@ ATTRIBUTION_METHODS: tuple[str, ...] = (
 )
 DEFAULT_EPS = 1e-8
 
+# How the integral is evaluated; both give the same numbers (tested against each other and a
+# plain autograd loop). "forward": forward-mode directional derivatives, every class of a primal
+# point in one vmapped pass (the primal is computed once); "captum": Captum's IntegratedGradients
+# over (image, class) copies, one backward pass per copy and step.
+ATTRIBUTION_ENGINES: tuple[str, ...] = ("forward", "captum")
+
 CropBox = tuple[int, int, int, int]  # (top, left, height, width)
 
 
@@ -143,6 +149,7 @@ def region_attribution(
     steps: int,
     method: str = "riemann_right",
     internal_batch_size: int | None = None,
+    engine: str = "forward",
 ) -> torch.Tensor:
     """Region scores ``a_c(X)`` per image and class: ``(B, C)``, 0 for classes absent from an image.
 
@@ -152,6 +159,10 @@ def region_attribution(
     copies; ``internal_batch_size`` bounds the number of segmenter inputs per pass (copies are
     split into groups of at most that many when there are more copies than that). The result
     carries no autograd graph.
+
+    ``engine="forward"`` (default) evaluates the same integral with forward-mode derivatives
+    (:func:`_forward_region_attribution`): same integration points and weights (Captum's rule),
+    same numbers, about half the work. ``engine="captum"`` uses Captum's ``IntegratedGradients``.
     """
     from captum.attr import IntegratedGradients
 
@@ -159,6 +170,10 @@ def region_attribution(
     _check_image_and_mask(image, mask)
     if internal_batch_size is not None and internal_batch_size < 1:
         raise ConfigError(f"attribution.internal_batch_size = {internal_batch_size!r}: expected >= 1 or null.")
+    if engine not in ATTRIBUTION_ENGINES:
+        raise ConfigError(f"attribution.engine = {engine!r} is not allowed; allowed: {', '.join(ATTRIBUTION_ENGINES)}.")
+    if engine == "forward":
+        return _forward_region_attribution(segmenter, image, mask, steps, method, internal_batch_size)
     batch, num_classes = mask.shape[:2]
     with gradients_enabled(), frozen_segmenter(segmenter):
         scores = torch.zeros(batch, num_classes, dtype=image.dtype, device=image.device)
@@ -190,6 +205,68 @@ def region_attribution(
     return scores
 
 
+def _forward_region_attribution(
+    segmenter: nn.Module,
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    steps: int,
+    method: str,
+    internal_batch_size: int | None,
+) -> torch.Tensor:
+    """Region scores ``(B, C)`` as directional derivatives, all classes of a point in one pass.
+
+    With ``u_c = X * M_c / |R_c|``, the region mean of ``IG_c(X)`` is
+    ``sum_k w_k <u_c, grad s_c(alpha_k X)>`` and ``<u_c, grad s_c(x)>`` is the derivative of
+    ``s_c`` along ``u_c``: one Jacobian-vector product. ``vmap`` over the class tangents shares
+    the primal pass, so a point costs one forward pass plus one tangent pass per class, instead
+    of one forward and one backward pass per class. ``internal_batch_size`` bounds
+    (points x classes) per pass.
+    """
+    from captum.attr._utils.approximation_methods import approximation_parameters
+    from torch.func import jvp, vmap
+
+    step_sizes_of, alphas_of = approximation_parameters(method)
+    alphas = torch.tensor(alphas_of(steps), dtype=image.dtype, device=image.device)
+    step_weights = torch.tensor(step_sizes_of(steps), dtype=image.dtype, device=image.device)
+    batch, num_classes = mask.shape[:2]
+    height, width = image.shape[-2:]
+    with gradients_enabled(), frozen_segmenter(segmenter):
+        image = _autograd_usable(image)
+        region = (_autograd_usable(mask) > 0.5).to(image.dtype)  # (B, C, H, W)
+        present = region.flatten(2).amax(dim=2) > 0  # (B, C)
+        scores = torch.zeros(batch, num_classes, dtype=image.dtype, device=image.device)
+        classes = torch.nonzero(present.any(dim=0)).flatten()  # classes present in any image
+        if classes.numel() == 0:
+            return scores
+        region = region[:, classes]  # (B, K, H, W)
+        sizes = region.sum(dim=(2, 3)).clamp_min(1.0)  # (B, K)
+        # Points (step-major): (steps * B, 1, H, W); tangents: (K, steps * B, 1, H, W).
+        points = (alphas.view(-1, 1, 1, 1, 1) * image.unsqueeze(0)).reshape(-1, 1, height, width)
+        tangents = (image.unsqueeze(1) * region.unsqueeze(2) / sizes.view(batch, -1, 1, 1, 1))  # (B, K, 1, H, W)
+        tangents = tangents.transpose(0, 1).unsqueeze(1).expand(-1, steps, -1, -1, -1, -1)
+        tangents = tangents.reshape(classes.numel(), steps * batch, 1, height, width)
+        point_region = region.unsqueeze(0).expand(steps, -1, -1, -1, -1).reshape(steps * batch, -1, height, width)
+        point_sizes = sizes.unsqueeze(0).expand(steps, -1, -1).reshape(steps * batch, -1)
+        chunk = points.shape[0]
+        if internal_batch_size is not None:
+            chunk = max(1, min(chunk, internal_batch_size // classes.numel()))
+        derivatives = []
+        for start in range(0, points.shape[0], chunk):
+            part = slice(start, start + chunk)
+
+            def along(tangent: torch.Tensor, primal: torch.Tensor = points[part]) -> torch.Tensor:
+                return jvp(segmenter, (primal,), (tangent,))[1]
+
+            logit_tangents = vmap(along)(tangents[:, part])  # (K, P, C, H, W)
+            own_logit = logit_tangents[torch.arange(classes.numel()), :, classes]  # (K, P, H, W)
+            region_mean = (own_logit * point_region[part].transpose(0, 1)).sum(dim=(2, 3))
+            derivatives.append(region_mean / point_sizes[part].transpose(0, 1))  # (K, P)
+        derivative = torch.cat(derivatives, dim=1).view(classes.numel(), steps, batch)
+        integrated = (derivative * step_weights.view(1, -1, 1)).sum(dim=1).transpose(0, 1)  # (B, K)
+        scores[:, classes] = torch.relu(integrated.detach()) * present[:, classes].to(image.dtype)
+    return scores
+
+
 def weights_from_region_scores(
     scores_ir: torch.Tensor, scores_vi: torch.Tensor, mask: torch.Tensor, eps: float = DEFAULT_EPS
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,6 +287,7 @@ def modality_weights(
     method: str = "riemann_right",
     internal_batch_size: int | None = None,
     eps: float = DEFAULT_EPS,
+    engine: str = "forward",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attribution weights of the two sources: ``(w_ir, w_vi)``, each ``(B, 1, H, W)`` in [0, 1], summing to 1.
 
@@ -220,7 +298,7 @@ def modality_weights(
         raise DataError(f"ir {tuple(ir.shape)} and vi {tuple(vi.shape)} must have the same shape")
     batch = ir.shape[0]
     scores = region_attribution(
-        segmenter, torch.cat([ir, vi]), torch.cat([mask, mask]), steps, method, internal_batch_size
+        segmenter, torch.cat([ir, vi]), torch.cat([mask, mask]), steps, method, internal_batch_size, engine
     )
     return weights_from_region_scores(scores[:batch], scores[batch:], mask, eps)
 
@@ -325,8 +403,10 @@ class WeightCache:
         internal_batch_size: int | None = None,
         eps: float = DEFAULT_EPS,
         storage_device: str | torch.device = "cpu",
+        engine: str = "forward",
     ) -> None:
         _check_method(method, steps)
+        self.engine = engine
         self.steps = steps
         self.method = method
         self.internal_batch_size = internal_batch_size
@@ -431,7 +511,7 @@ class WeightCache:
                 torch.stack([ir_samples[i] for i in indices]),
                 torch.stack([vi_samples[i] for i in indices]),
                 torch.stack([mask_samples[i] for i in indices]),
-                steps, method, internal_batch_size, self.eps,
+                steps, method, internal_batch_size, self.eps, self.engine,
             )
             for position, index in enumerate(indices):
                 self._weights_ir[names[index]] = weight_ir[position].detach().to(self.storage_device)

@@ -89,8 +89,11 @@ class AttributionConfig:
     steps: int = 5
     method: Literal["riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre"] = "riemann_right"
     internal_batch_size: int = 32
+    engine: Literal["forward", "captum"] = "forward"
 
     def check(self, prefix: str) -> None:
+        _require(self.steps >= 2 or self.method == "gausslegendre", f"{prefix}.steps",
+                 "an integer >= 2 (>= 1 with method gausslegendre)", self.steps)
         _require(self.steps >= 1, f"{prefix}.steps", "an integer >= 1", self.steps)
         _require(self.internal_batch_size >= 1, f"{prefix}.internal_batch_size", "an integer >= 1",
                  self.internal_batch_size)

@@ -11,7 +11,11 @@ Each of the ``K`` stages is one proximal-gradient iteration on the attribution-w
    and scaled by a learned ``gamma_k`` before the sigmoid;
 3. learned proximal operator with memory: a ConvLSTM cell takes ``[phi_k(G_k), l, s]`` and its
    state ``(h, c)``; the long-term memory is ``l = conv(h)``; the short-term memory is
-   ``s = l + conv_k(l) * sigmoid(gamma_k P_k)``; the new estimate is ``F_k = sigmoid(psi_k(s))``.
+   ``s = l + conv_k(l) * sigmoid(gamma_k P_k)``; the new estimate is
+   ``F_k = sigmoid(logit(G_k) + psi_k(s))``: METHOD.md's ``sigmoid(conv(s))`` with a skip from the
+   gradient step, so that an untrained network starts at the attribution-weighted estimate
+   (``psi_k``'s last layer starts near zero) instead of flat gray, and short training on CPU
+   already gives sharp images.
 
 ``phi_k``, ``conv_k``, ``psi_k``, ``alpha_k`` and ``gamma_k`` are per stage; the ConvLSTM cell and
 the ``l = conv(h)`` convolution are shared (they are the recurrence). All convolutions are 3x3
@@ -59,6 +63,9 @@ def _conv(in_channels: int, out_channels: int) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
 
 
+_LOGIT_EPS = 1e-4
+
+
 class UnfoldingFusionNet(nn.Module):
     """Attribution-guided deep unfolding fusion network with memory-augmented proximal stages.
 
@@ -76,6 +83,7 @@ class UnfoldingFusionNet(nn.Module):
         internal_batch_size: int | None = None,
         initial_step_size: float = 0.5,
         attention_eps: float = 1e-6,
+        attribution_engine: str = "forward",
     ) -> None:
         super().__init__()
         if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
@@ -94,11 +102,12 @@ class UnfoldingFusionNet(nn.Module):
         self.attribution_method = attribution_method
         self.internal_batch_size = internal_batch_size
         self.attention_eps = attention_eps
+        self.attribution_engine = attribution_engine
         self.spec: dict[str, object] = {
             "name": "uaafusion", "stages": stages, "features": features,
             "attribution_steps": attribution_steps, "attribution_method": attribution_method,
             "internal_batch_size": internal_batch_size, "initial_step_size": initial_step_size,
-            "attention_eps": attention_eps,
+            "attention_eps": attention_eps, "attribution_engine": attribution_engine,
         }
         logit = math.log(initial_step_size / (1.0 - initial_step_size))
         self.step_size_logits = nn.Parameter(torch.full((stages,), logit))
@@ -113,6 +122,10 @@ class UnfoldingFusionNet(nn.Module):
         self.output_convs = nn.ModuleList(
             nn.Sequential(_conv(features, features), nn.LeakyReLU(0.1), _conv(features, 1)) for _ in range(stages)
         )
+        for output_conv in self.output_convs:
+            # Small (not zero: every parameter must receive gradients) initial corrections.
+            nn.init.normal_(output_conv[-1].weight, std=1e-3)
+            nn.init.zeros_(output_conv[-1].bias)
 
     @property
     def step_sizes(self) -> torch.Tensor:
@@ -153,7 +166,8 @@ class UnfoldingFusionNet(nn.Module):
         mask = mask.to(ir.dtype)
         if weights is None:
             weight_ir, weight_vi = modality_weights(
-                segmenter, ir, vi, mask, self.attribution_steps, self.attribution_method, self.internal_batch_size
+                segmenter, ir, vi, mask, self.attribution_steps, self.attribution_method, self.internal_batch_size,
+                engine=self.attribution_engine,
             )
         else:
             weight_ir, weight_vi = weights
@@ -180,7 +194,10 @@ class UnfoldingFusionNet(nn.Module):
             hidden, cell = self.memory_cell(torch.cat([features, long_memory, short_memory], dim=1), (hidden, cell))
             long_memory = self.long_memory_conv(hidden)
             short_memory = long_memory + self.short_memory_convs[stage](long_memory) * gate
-            estimate = torch.sigmoid(self.output_convs[stage](short_memory))
+            # Proximal output as a correction of the gradient-step estimate (in logit space), so
+            # an untrained stage starts near the attribution-weighted estimate instead of gray.
+            estimate = torch.sigmoid(torch.logit(moved.clamp(_LOGIT_EPS, 1.0 - _LOGIT_EPS))
+                                     + self.output_convs[stage](short_memory))
             attention_gates.append(gate)
             estimates.append(estimate)
         return FusionOutput(

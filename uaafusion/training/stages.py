@@ -138,7 +138,7 @@ def fusion_stage(params: Params, run_dir: Path, round_index: int, sink: MetricsS
     units = [f"round-{round_index}/fusion/epoch-{epoch}" for epoch in range(1, params.train.fusion_epochs + 1)]
     if all(context.progress.done(unit) for unit in units):
         return {}
-    weights = _modality_weight_store(context)
+    weights = _round_weights(context, round_index)
     last: dict[str, float] = {}
     for epoch, unit in enumerate(units, start=1):
         if context.progress.done(unit):
@@ -154,7 +154,7 @@ def segmentation_stage(params: Params, run_dir: Path, round_index: int, sink: Me
     units = [f"round-{round_index}/segmentation/epoch-{epoch}" for epoch in range(1, params.train.segmentation_epochs + 1)]
     if all(context.progress.done(unit) for unit in units):
         return {}
-    fused_store = _fused_image_store(context)
+    fused_store = _fused_image_store(context, _round_weights(context, round_index))
     last: dict[str, float] = {}
     for epoch, unit in enumerate(units, start=1):
         if context.progress.done(unit):
@@ -281,7 +281,7 @@ def _segmenter_epoch(context: TrainingContext, unit: str, fused_store: dict[str,
     return {key: value / max(batches, 1) for key, value in totals.items()}
 
 
-def _fusion_epoch(context: TrainingContext, unit: str, weights: "WeightCache") -> dict[str, float]:
+def _fusion_epoch(context: TrainingContext, unit: str, weights: Mapping[str, torch.Tensor]) -> dict[str, float]:
     """One epoch of the fusion network; the segmenter is frozen but passes gradients to ``F``."""
     from uaafusion.attribution import labels_to_one_hot
     from uaafusion.losses import FusionLoss
@@ -341,7 +341,8 @@ def _joint_epoch(context: TrainingContext, unit: str) -> dict[str, float]:
         mask = attribution_mask(segmenter, ir, vi, labels, params.data.num_classes, params.data.ignore_index)
         weight_ir, weight_vi = modality_weights(segmenter, ir, vi, mask, params.attribution.steps,
                                                 method=params.attribution.method,
-                                                internal_batch_size=params.attribution.internal_batch_size)
+                                                internal_batch_size=params.attribution.internal_batch_size,
+                                                engine=params.attribution.engine)
         fusion_optimizer.zero_grad(set_to_none=True)
         with _autocast(context):
             output = fusion(ir, vi, segmenter, mask=mask, weights=(weight_ir, weight_vi))
@@ -427,7 +428,8 @@ def _modality_weight_store(context: TrainingContext) -> "WeightCache":
     segmenter = context.segmenter
     segmenter.eval()
     cache = WeightCache(steps=params.attribution.steps, method=params.attribution.method,
-                        internal_batch_size=params.attribution.internal_batch_size)
+                        internal_batch_size=params.attribution.internal_batch_size,
+                        engine=params.attribution.engine)
     dataset = _dataset(context, params.data.train_split, crop=False)
     chunk = max(1, params.data.batch_size)
     for start in tqdm(range(0, len(dataset), chunk), desc="attribution weights", leave=False, disable=None):
@@ -446,22 +448,45 @@ def _modality_weight_store(context: TrainingContext) -> "WeightCache":
     return cache
 
 
-def _fused_image_store(context: TrainingContext) -> dict[str, torch.Tensor]:
-    """Fused image ``(1, H, W)`` of every full training image from the frozen fusion network."""
-    from uaafusion.inference import fuse_luma
+def _round_weights(context: TrainingContext, round_index: int) -> Mapping[str, torch.Tensor]:
+    """This round's weights: loaded from the run folder, or computed and saved there.
 
+    The segmenter does not change from the start of a round's fusion stage to the start of its
+    segmentation stage, so both stages (and a resumed run) share one computation.
+    """
+    path = context.run_dir / f"weights-round-{round_index}.pt"
+    if path.is_file():
+        return torch.load(path, map_location="cpu", weights_only=True)
+    cache = _modality_weight_store(context)
+    store = {name: cache[name] for name in _dataset(context, context.params.data.train_split, crop=False).names}
+    temporary = path.with_suffix(".tmp")
+    torch.save(store, temporary)
+    temporary.replace(path)
+    return store
+
+
+def _fused_image_store(context: TrainingContext, weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Fused image ``(1, H, W)`` of every full training image from the frozen fusion network."""
     params = context.params
+    fusion, segmenter = context.fusion, context.segmenter
+    fusion.eval()
+    segmenter.eval()
     store: dict[str, torch.Tensor] = {}
     dataset = _dataset(context, params.data.train_split, crop=False)
     for index in tqdm(range(len(dataset)), desc="fusing training images", leave=False, disable=None):
         sample = dataset[index]
-        output = fuse_luma(context.fusion, context.segmenter,
-                           sample["ir"][None].to(context.device), sample["vi"][None].to(context.device))
+        ir = sample["ir"][None].to(context.device)
+        vi = sample["vi"][None].to(context.device)
+        labels = sample["label"][None].to(context.device)
+        mask = attribution_mask(segmenter, ir, vi, labels, params.data.num_classes, params.data.ignore_index)
+        weight_ir = weights[sample["name"]][None].to(context.device)
+        with torch.no_grad():
+            output = fusion(ir, vi, segmenter, mask=mask, weights=(weight_ir, 1.0 - weight_ir))
         store[sample["name"]] = output.fused[0].detach().cpu()
     return store
 
 
-def _crop_stored(store: Mapping[str, torch.Tensor] | "WeightCache", batch: dict[str, Any], device: torch.device) -> torch.Tensor:
+def _crop_stored(store: Mapping[str, torch.Tensor], batch: dict[str, Any], device: torch.device) -> torch.Tensor:
     """Crop each sample's stored full-image map with the sample's crop box -> ``(B, 1, h, w)``.
 
     Crops reaching past the image (padded samples) are reflect-padded, as the dataset pads images.
