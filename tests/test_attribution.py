@@ -310,3 +310,21 @@ def test_attribution_on_cuda_matches_cpu():
     cached_ir, _ = cache.get_or_compute(["a", "b"], ir.cuda(), vi.cuda(), mask.cuda(), segmenter)
     assert cached_ir.is_cuda
     torch.testing.assert_close(cached_ir.cpu(), cpu_ir, rtol=1e-3, atol=1e-4)
+
+
+def test_scaled_attribution_uses_region_scores_of_the_resized_images():
+    segmenter = TinySegmenter(num_classes=3, seed=3)
+    ir, vi = random_images(1, 16, 20, seed=4), random_images(1, 16, 20, seed=5)
+    mask = stripe_mask(1, 3, 16, 20)
+    w_ir, w_vi = modality_weights(segmenter, ir, vi, mask, steps=3, scale=0.5)
+    assert w_ir.shape == (1, 1, 16, 20)
+    torch.testing.assert_close(w_ir + w_vi, torch.ones_like(w_ir))
+    small = torch.nn.functional.interpolate(torch.cat([ir, vi]), size=(8, 10), mode="area")
+    small_mask = torch.nn.functional.interpolate(mask, size=(8, 10), mode="area") > 0
+    expected = reference_region_attribution(segmenter, small, small_mask.float().repeat(2, 1, 1, 1), 3)
+    for c in range(3):
+        region = mask[0, c] > 0.5
+        weight = (expected[0, c] + 1e-8) / (expected[0, c] + expected[1, c] + 2e-8)
+        torch.testing.assert_close(w_ir[0, 0][region], weight.expand(int(region.sum())), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError, match="attribution.scale"):
+        modality_weights(segmenter, ir, vi, mask, steps=3, scale=0.0)

@@ -288,19 +288,38 @@ def modality_weights(
     internal_batch_size: int | None = None,
     eps: float = DEFAULT_EPS,
     engine: str = "forward",
+    scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attribution weights of the two sources: ``(w_ir, w_vi)``, each ``(B, 1, H, W)`` in [0, 1], summing to 1.
 
     ir, vi: ``(B, 1, H, W)``; mask: one-hot ``(B, C, H, W)``. Both sources go through one batched
-    :func:`region_attribution` call. Pixels outside every region get 0.5/0.5.
+    :func:`region_attribution` call. Pixels outside every region get 0.5/0.5. ``scale < 1``
+    computes the region scores on images resized by ``scale`` (a speed knob for large images on
+    CPU; 1 = exact) and spreads them over the full-resolution mask.
     """
     if ir.shape != vi.shape:
         raise DataError(f"ir {tuple(ir.shape)} and vi {tuple(vi.shape)} must have the same shape")
+    if not 0.0 < scale <= 1.0:
+        raise ConfigError(f"attribution.scale = {scale!r}: expected a number in (0, 1].")
     batch = ir.shape[0]
-    scores = region_attribution(
-        segmenter, torch.cat([ir, vi]), torch.cat([mask, mask]), steps, method, internal_batch_size, engine
-    )
+    images, masks = torch.cat([ir, vi]), torch.cat([mask, mask])
+    if scale < 1.0:
+        images, masks = _downscale_for_attribution(images, masks, scale)
+    scores = region_attribution(segmenter, images, masks, steps, method, internal_batch_size, engine)
     return weights_from_region_scores(scores[:batch], scores[batch:], mask, eps)
+
+
+def _downscale_for_attribution(images: torch.Tensor, masks: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images ``(N, 1, H, W)`` (area-averaged) and region masks ``(N, C, H, W)`` at ``scale``.
+
+    A low-resolution pixel belongs to every region that covers part of it, so small regions
+    (distant people) keep a score; regions may overlap there, which the per-region scores allow.
+    """
+    height, width = images.shape[-2:]
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    small_images = torch.nn.functional.interpolate(images, size=size, mode="area")
+    coverage = torch.nn.functional.interpolate((masks > 0.5).to(images.dtype), size=size, mode="area")
+    return small_images, (coverage > 0).to(images.dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -404,9 +423,11 @@ class WeightCache:
         eps: float = DEFAULT_EPS,
         storage_device: str | torch.device = "cpu",
         engine: str = "forward",
+        scale: float = 1.0,
     ) -> None:
         _check_method(method, steps)
         self.engine = engine
+        self.scale = scale
         self.steps = steps
         self.method = method
         self.internal_batch_size = internal_batch_size
@@ -511,7 +532,7 @@ class WeightCache:
                 torch.stack([ir_samples[i] for i in indices]),
                 torch.stack([vi_samples[i] for i in indices]),
                 torch.stack([mask_samples[i] for i in indices]),
-                steps, method, internal_batch_size, self.eps, self.engine,
+                steps, method, internal_batch_size, self.eps, self.engine, self.scale,
             )
             for position, index in enumerate(indices):
                 self._weights_ir[names[index]] = weight_ir[position].detach().to(self.storage_device)

@@ -90,11 +90,13 @@ class AttributionConfig:
     method: Literal["riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre"] = "riemann_right"
     internal_batch_size: int = 32
     engine: Literal["forward", "captum"] = "forward"
+    scale: float = 1.0
 
     def check(self, prefix: str) -> None:
         _require(self.steps >= 2 or self.method == "gausslegendre", f"{prefix}.steps",
                  "an integer >= 2 (>= 1 with method gausslegendre)", self.steps)
         _require(self.steps >= 1, f"{prefix}.steps", "an integer >= 1", self.steps)
+        _require(0.0 < self.scale <= 1.0, f"{prefix}.scale", "a number in (0, 1] (1 = full resolution)", self.scale)
         _require(self.internal_batch_size >= 1, f"{prefix}.internal_batch_size", "an integer >= 1",
                  self.internal_batch_size)
 

@@ -84,6 +84,7 @@ class UnfoldingFusionNet(nn.Module):
         initial_step_size: float = 0.5,
         attention_eps: float = 1e-6,
         attribution_engine: str = "forward",
+        attribution_scale: float = 1.0,
     ) -> None:
         super().__init__()
         if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
@@ -103,11 +104,13 @@ class UnfoldingFusionNet(nn.Module):
         self.internal_batch_size = internal_batch_size
         self.attention_eps = attention_eps
         self.attribution_engine = attribution_engine
+        self.attribution_scale = attribution_scale
         self.spec: dict[str, object] = {
             "name": "uaafusion", "stages": stages, "features": features,
             "attribution_steps": attribution_steps, "attribution_method": attribution_method,
             "internal_batch_size": internal_batch_size, "initial_step_size": initial_step_size,
             "attention_eps": attention_eps, "attribution_engine": attribution_engine,
+            "attribution_scale": attribution_scale,
         }
         logit = math.log(initial_step_size / (1.0 - initial_step_size))
         self.step_size_logits = nn.Parameter(torch.full((stages,), logit))
@@ -167,7 +170,7 @@ class UnfoldingFusionNet(nn.Module):
         if weights is None:
             weight_ir, weight_vi = modality_weights(
                 segmenter, ir, vi, mask, self.attribution_steps, self.attribution_method, self.internal_batch_size,
-                engine=self.attribution_engine,
+                engine=self.attribution_engine, scale=self.attribution_scale,
             )
         else:
             weight_ir, weight_vi = weights

@@ -29,6 +29,7 @@ def model_spec(params: Params) -> dict[str, Any]:
             "attribution_method": params.attribution.method,
             "internal_batch_size": params.attribution.internal_batch_size,
             "attribution_engine": params.attribution.engine,
+            "attribution_scale": params.attribution.scale,
         },
         "class_names": list(params.data.class_names),
         "ignore_index": params.data.ignore_index,

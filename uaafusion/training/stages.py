@@ -342,7 +342,7 @@ def _joint_epoch(context: TrainingContext, unit: str) -> dict[str, float]:
         weight_ir, weight_vi = modality_weights(segmenter, ir, vi, mask, params.attribution.steps,
                                                 method=params.attribution.method,
                                                 internal_batch_size=params.attribution.internal_batch_size,
-                                                engine=params.attribution.engine)
+                                                engine=params.attribution.engine, scale=params.attribution.scale)
         fusion_optimizer.zero_grad(set_to_none=True)
         with _autocast(context):
             output = fusion(ir, vi, segmenter, mask=mask, weights=(weight_ir, weight_vi))
@@ -429,7 +429,7 @@ def _modality_weight_store(context: TrainingContext) -> "WeightCache":
     segmenter.eval()
     cache = WeightCache(steps=params.attribution.steps, method=params.attribution.method,
                         internal_batch_size=params.attribution.internal_batch_size,
-                        engine=params.attribution.engine)
+                        engine=params.attribution.engine, scale=params.attribution.scale)
     dataset = _dataset(context, params.data.train_split, crop=False)
     chunk = max(1, params.data.batch_size)
     for start in tqdm(range(0, len(dataset), chunk), desc="attribution weights", leave=False, disable=None):
