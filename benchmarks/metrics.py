@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +16,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import timing  # noqa: E402
 from uaafusion.metrics.fusion import fusion_metrics  # noqa: E402
 
 
@@ -41,25 +38,21 @@ def _synthetic_triples(count: int, height: int, width: int, seed: int) -> list[t
 
 
 def machine_info() -> dict[str, object]:
-    """Python, platform, CPU and library versions of this machine."""
-    import scipy
-    import torch
-
-    try:
-        usable_cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        usable_cores = os.cpu_count()
+    """Python, platform, CPU and library versions of this machine (from :mod:`benchmarks.timing`)."""
+    machine = timing.machine_info("cpu")
+    versions = timing.version_info()
+    load = machine["load_average"]
     return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "usable_cores": usable_cores,
-        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
+        "python": versions["python"],
+        "platform": machine["platform"],
+        "processor": machine["cpu_model"],
+        "cpu_count": machine["cpu_count"],
+        "usable_cores": machine["usable_cores"],
+        "load_average_1min": load[0] if load else None,
+        "numpy": versions["numpy"],
+        "scipy": versions["scipy"],
+        "torch": versions["torch"],
+        "torch_threads": machine["torch_threads"],
     }
 
 
@@ -67,17 +60,20 @@ def benchmark_metrics(count: int = 60, height: int = 480, width: int = 640, repe
     """Time :func:`fusion_metrics` over ``count`` synthetic ``height x width`` triples, ``repeats`` times.
 
     Returns the median and spread (min, max) of the total seconds per set, seconds per image,
-    every repeat's time and :func:`machine_info`. One warm-up call runs first (not timed).
+    every repeat's time and :func:`machine_info`, plus the same numbers unrounded under the
+    suite's keys (``median_s``, ``min_s``, ``max_s``, ``stdev_s``, ``repeats``, ``runs_s``). One
+    warm-up call runs first (not timed); timing is :func:`benchmarks.timing.time_call`'s.
     """
     triples = _synthetic_triples(count, height, width, seed)
     fusion_metrics(*triples[0])  # warm-up: imports, allocator, thread pools
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
+
+    def score_all() -> None:
         for fused, ir, vi in triples:
             fusion_metrics(fused, ir, vi)
-        times.append(time.perf_counter() - started)
-    median = statistics.median(times)
+
+    summary, _ = timing.time_call(score_all, None, repeats, warmup=0)
+    times = summary["runs_s"]
+    median = summary["median_s"]
     return {
         "benchmark": "fusion_metrics (EN, SD, SF, AG, MI, SCD, VIF, Qabf, SSIM)",
         "count": count,
@@ -92,6 +88,9 @@ def benchmark_metrics(count: int = 60, height: int = 480, width: int = 640, repe
         "times": [round(value, 3) for value in times],
         "target_seconds": 60.0,
         "machine": machine_info(),
+        # The suite's common case format (unrounded): median_s, min_s, max_s, stdev_s, repeats, runs_s.
+        **{key: value for key, value in summary.items() if key != "warmup"},
+        "warmup": "one fusion_metrics call",
     }
 
 

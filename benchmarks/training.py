@@ -1,0 +1,305 @@
+"""Benchmark of one training step: the fusion stage with and without the attribution cache, and
+the segmentation stage.
+
+The models are the params' (:func:`uaafusion.training.builders.build_models`), the batch is
+``data.batch_size`` crops of ``data.crop_size`` from scenes rendered by the embedded synthetic
+generator (:func:`uaafusion.data.synthetic.render_scene`, ``synthetic.height x synthetic.width``),
+and one step is what :mod:`uaafusion.training.stages` does per batch:
+
+- fusion step **with the cache**: the crops' weights from a :class:`uaafusion.attribution.WeightCache`
+  filled beforehand with the full images (a hit: fingerprint check and crop), then forward
+  through the unfolding network (pathway attention included), ``S(F)``, the fusion loss,
+  backward, gradient clipping and an AdamW step;
+- fusion step **without the cache**: :func:`uaafusion.attribution.modality_weights` of the crops
+  at every step (what the published code and the joint schedule do), then the same step;
+- segmentation step: the segmenter trained on the fused crops (computed beforehand, as the stage
+  does once per round) and both sources: forward, cross-entropy, backward, clipping, AdamW.
+
+Numbers: seconds per step (median and spread, :mod:`benchmarks.timing`), images (crops) per
+second, and the ratio uncached / cached (target: >= 5).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.timing import time_call
+from uaafusion.config import Params
+
+CACHE_SPEEDUP_TARGET = 5.0
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+def synthetic_scenes(count: int, height: int, width: int, num_classes: int, seed: int = 0,
+                     ) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``count`` scenes of the embedded generator: ``(names, ir (N,1,H,W), vi luma (N,1,H,W), labels (N,H,W))``.
+
+    Label ids >= ``num_classes`` (the generator draws 5 classes) become background (0).
+    """
+    from uaafusion.data.io import array_to_tensor, split_luma_chroma
+    from uaafusion.data.synthetic import render_scene
+
+    names, infrared, visible, labels = [], [], [], []
+    for index in range(count):
+        rng = np.random.default_rng([seed, 7919, index])
+        scene = render_scene(rng, height, width, night=index % 2 == 1, name=f"bench_{index:04d}")
+        names.append(scene.name)
+        infrared.append(array_to_tensor(scene.ir))
+        visible.append(split_luma_chroma(scene.vi)[0])
+        label = scene.label.astype(np.int64)
+        labels.append(torch.from_numpy(np.where(label < num_classes, label, 0)))
+    return names, torch.stack(infrared), torch.stack(visible), torch.stack(labels)
+
+
+def crop_boxes(count: int, height: int, width: int, crop: int, seed: int = 0) -> list[tuple[int, int, int, int]]:
+    """Random ``(top, left, crop_h, crop_w)`` boxes inside ``height x width`` (the whole image when
+    ``crop`` is 0 or larger than the image)."""
+    crop_height = height if crop <= 0 else min(crop, height)
+    crop_width = width if crop <= 0 else min(crop, width)
+    rng = np.random.default_rng([seed, 104729])
+    return [(int(rng.integers(0, height - crop_height + 1)), int(rng.integers(0, width - crop_width + 1)),
+             crop_height, crop_width) for _ in range(count)]
+
+
+def _crop(tensor: torch.Tensor, boxes: list[tuple[int, int, int, int]]) -> torch.Tensor:
+    return torch.stack([tensor[index, ..., top:top + height, left:left + width]
+                        for index, (top, left, height, width) in enumerate(boxes)])
+
+
+# --------------------------------------------------------------------------------------------
+# The steps
+# --------------------------------------------------------------------------------------------
+def _set_trainable(module: torch.nn.Module, trainable: bool) -> None:
+    for parameter in module.parameters():
+        parameter.requires_grad_(trainable)
+
+
+@contextlib.contextmanager
+def _autocast(params: Params, device: torch.device) -> Iterator[None]:
+    enabled = params.train.amp and device.type == "cuda"
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled):
+        yield
+
+
+class TrainingBench:
+    """Models, optimisers, one batch of crops and the full images they come from, for one device."""
+
+    def __init__(self, params: Params, device: torch.device, seed: int = 0) -> None:
+        from uaafusion.attribution import WeightCache, labels_to_one_hot
+        from uaafusion.losses import FusionLoss
+        from uaafusion.training.builders import build_models, build_optimizer
+
+        self.params, self.device = params, device
+        data = params.data
+        self.batch_size = max(1, data.batch_size)
+        crop = data.crop_size
+        height = max(params.synthetic.height, crop)
+        width = max(params.synthetic.width, crop)
+        self.full_size = (height, width)
+        self.names, full_ir, full_vi, full_labels = synthetic_scenes(self.batch_size, height, width,
+                                                                     data.num_classes, seed)
+        self.full_ir, self.full_vi = full_ir.to(device), full_vi.to(device)
+        self.full_mask = labels_to_one_hot(full_labels.to(device), data.num_classes, data.ignore_index)
+        self.boxes = crop_boxes(self.batch_size, height, width, crop, seed)
+        self.ir, self.vi = _crop(self.full_ir, self.boxes), _crop(self.full_vi, self.boxes)
+        self.labels = _crop(full_labels, self.boxes).to(device)
+        self.mask = _crop(self.full_mask, self.boxes)
+        self.roi = torch.zeros_like(self.ir)
+        self.fusion, self.segmenter = build_models(params, device)
+        self.fusion_optimizer = build_optimizer(self.fusion, params.train.lr_fusion, params.train.weight_decay)
+        self.segmenter_optimizer = build_optimizer(self.segmenter, params.train.lr_segmenter, params.train.weight_decay)
+        self.loss = FusionLoss(params.loss, data.ignore_index)
+        attribution = params.attribution
+        self.cache = WeightCache(steps=attribution.steps, method=attribution.method,
+                                 internal_batch_size=attribution.internal_batch_size,
+                                 engine=attribution.engine, scale=attribution.scale)
+        self.fused: torch.Tensor | None = None
+
+    # -- fusion stage ------------------------------------------------------------------------
+    def prepare_fusion(self) -> None:
+        """Freeze the segmenter (eval), train the fusion network; fill the cache with the full images."""
+        _set_trainable(self.segmenter, False)
+        self.segmenter.eval()
+        _set_trainable(self.fusion, True)
+        self.fusion.train()
+        self.cache.get_or_compute(self.names, self.full_ir, self.full_vi, self.full_mask, self.segmenter)
+
+    def cached_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.cache.get_or_compute(self.names, self.full_ir, self.full_vi, self.full_mask, self.segmenter,
+                                         crop_boxes=self.boxes)
+
+    def computed_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        from uaafusion.attribution import modality_weights
+
+        attribution = self.params.attribution
+        return modality_weights(self.segmenter, self.ir, self.vi, self.mask, attribution.steps, attribution.method,
+                                attribution.internal_batch_size, engine=attribution.engine, scale=attribution.scale)
+
+    def fusion_step(self, weights: tuple[torch.Tensor, torch.Tensor]) -> float:
+        """One optimisation step of the fusion network (as ``stages._fusion_epoch``); returns the loss."""
+        optimizer = self.fusion_optimizer
+        optimizer.zero_grad(set_to_none=True)
+        with _autocast(self.params, self.device):
+            output = self.fusion(self.ir, self.vi, self.segmenter, mask=self.mask, weights=weights)
+            logits = self.segmenter(output.fused)
+            terms = self.loss(output, self.ir, self.vi, logits, self.labels, self.roi)
+        terms["total"].backward()
+        if self.params.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.fusion.parameters(), self.params.train.grad_clip)
+        optimizer.step()
+        return float(terms["total"].detach())
+
+    def step_with_cache(self) -> float:
+        return self.fusion_step(self.cached_weights())
+
+    def step_without_cache(self) -> float:
+        return self.fusion_step(self.computed_weights())
+
+    # -- segmentation stage ------------------------------------------------------------------
+    def prepare_segmentation(self) -> None:
+        """Fuse the crops once (frozen fusion network), then train the segmenter."""
+        from uaafusion.inference import fuse_luma
+
+        _set_trainable(self.fusion, False)
+        with torch.no_grad():
+            self.fused = fuse_luma(self.fusion, self.segmenter, self.ir, self.vi).fused.detach()
+        _set_trainable(self.segmenter, True)
+        self.segmenter.train()
+
+    def segmentation_step(self) -> float:
+        """One optimisation step of the segmenter on the fused crops and both sources
+        (as ``stages._segmenter_epoch``); returns the loss."""
+        from uaafusion.losses import segmentation_loss
+
+        assert self.fused is not None, "call prepare_segmentation() first"
+        params = self.params
+        optimizer = self.segmenter_optimizer
+        optimizer.zero_grad(set_to_none=True)
+        with _autocast(params, self.device):
+            losses = [segmentation_loss(self.segmenter(image), self.labels, params.data.ignore_index, params.loss.dice)
+                      for image in (self.ir, self.vi, self.fused)]
+            loss = torch.stack(losses).sum()
+        loss.backward()
+        if params.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.segmenter.parameters(), params.train.grad_clip)
+        optimizer.step()
+        return float(loss.detach())
+
+    def case_params(self) -> dict[str, Any]:
+        params = self.params
+        return {
+            "batch": self.batch_size,
+            "crop_size": params.data.crop_size,
+            "height": self.ir.shape[-2],
+            "width": self.ir.shape[-1],
+            "full_image": list(self.full_size),
+            "num_classes": params.data.num_classes,
+            "classes_present": float((self.mask.flatten(2).amax(2) > 0).sum(1).float().mean()),
+            "segmenter": f"{params.model.segmenter.arch}/{params.model.segmenter.encoder}",
+            "fusion_stages": params.model.fusion.stages,
+            "fusion_features": params.model.fusion.features,
+            "attribution_steps": params.attribution.steps,
+            "attribution_engine": params.attribution.engine,
+            "attribution_scale": params.attribution.scale,
+            "internal_batch_size": params.attribution.internal_batch_size,
+            "amp": bool(params.train.amp and self.device.type == "cuda"),
+            "device": str(self.device),
+        }
+
+
+def benchmark_training(params: Params, device: torch.device | str = "cpu", repeats: int = 3, warmup: int = 1,
+                       seed: int = 0, log: Callable[[str], None] | None = None,
+                       ) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+    """Time the three steps. Returns ``(records, ratios)``:
+
+    records ``training/fusion_step_cached``, ``training/fusion_step_uncached``,
+    ``training/segmentation_step`` (timing summary + case parameters + ``images_per_s``), and the
+    ratio ``training/cache_speedup`` (uncached median / cached median).
+    """
+    torch_device = torch.device(device)
+    bench = TrainingBench(params, torch_device, seed)
+    common = bench.case_params()
+    bench.prepare_fusion()
+    records: dict[str, dict[str, Any]] = {}
+    misses_before = bench.cache.misses
+    if log is not None:
+        log("training: fusion step with the attribution cache")
+    summary, _ = time_call(bench.step_with_cache, torch_device, repeats, warmup)
+    if bench.cache.misses != misses_before:
+        raise AssertionError("the weight cache missed during the cached fusion steps")
+    records["training/fusion_step_cached"] = {
+        **summary, **common, "step": "fusion", "weights": "WeightCache hit (full images, cropped)",
+        "images_per_s": bench.batch_size / summary["median_s"], "cache": bench.cache.stats(),
+    }
+    if log is not None:
+        log("training: fusion step computing the attribution weights")
+    summary, _ = time_call(bench.step_without_cache, torch_device, repeats, warmup)
+    records["training/fusion_step_uncached"] = {
+        **summary, **common, "step": "fusion", "weights": "modality_weights of the crops at every step",
+        "images_per_s": bench.batch_size / summary["median_s"],
+    }
+    if log is not None:
+        log("training: segmentation step")
+    bench.prepare_segmentation()
+    summary, _ = time_call(bench.segmentation_step, torch_device, repeats, warmup)
+    records["training/segmentation_step"] = {
+        **summary, **common, "step": "segmentation", "inputs_per_sample": 3,
+        "images_per_s": bench.batch_size / summary["median_s"],
+        "inputs_per_s": 3 * bench.batch_size / summary["median_s"],
+    }
+    ratio = records["training/fusion_step_uncached"]["median_s"] / records["training/fusion_step_cached"]["median_s"]
+    return records, {"training/cache_speedup": ratio}
+
+
+# --------------------------------------------------------------------------------------------
+# Profiling
+# --------------------------------------------------------------------------------------------
+def profile_steps(params: Params, device: torch.device | str, out: Path, row_limit: int = 30, seed: int = 0) -> Path:
+    """Profile one fusion training step (cached weights) and one attribution call
+    (:func:`~uaafusion.attribution.modality_weights` of the batch) with ``torch.profiler``; write
+    the top operators of each (by self time on the device) to ``out``."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    from benchmarks.timing import machine_info, synchronize, utc_now, version_info
+
+    torch_device = torch.device(device)
+    bench = TrainingBench(params, torch_device, seed)
+    bench.prepare_fusion()
+    bench.step_with_cache()  # warm-up
+    bench.computed_weights()
+    synchronize(torch_device)
+    activities = [ProfilerActivity.CPU]
+    sort_by = "self_cpu_time_total"
+    if torch_device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+        sort_by = "self_cuda_time_total"
+    sections = []
+    for title, function in (("one fusion training step (weights from the cache)", bench.step_with_cache),
+                            ("one attribution call (modality_weights of the batch)", bench.computed_weights)):
+        with profile(activities=activities, record_shapes=False) as profiler:
+            with record_function(title):
+                function()
+            synchronize(torch_device)
+        table = profiler.key_averages().table(sort_by=sort_by, row_limit=row_limit)
+        sections.append(f"## {title}\n\n{table}\n")
+    machine, versions = machine_info(torch_device), version_info()
+    header = (
+        f"# uaafusion profile on {torch_device} ({utc_now()})\n"
+        f"# CPU {machine['cpu_model']}, {machine['usable_cores']} usable cores, "
+        f"torch threads {machine['torch_threads']}"
+        + (f", GPU {machine['cuda_device']['name']}" if machine.get("cuda_device") else "") + "\n"
+        f"# torch {versions['torch']}, smp {versions['smp']}, captum {versions['captum']}\n"
+        f"# case: {bench.case_params()}\n\n"
+    )
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(header + "\n".join(sections))
+    return out
