@@ -72,6 +72,7 @@ def start_tracking_task(root: str, params_file: str, overrides: dict[str, Any] |
 def train_stage_task(root: str, params_file: str, overrides: dict[str, Any] | None, run_dir: str,
                      stage: str, round_index: int) -> dict[str, float]:
     """One training stage; on retry it resumes from the run's last checkpoint."""
+    from uaafusion.steps import with_absolute_data_root
     from uaafusion.training import run_stage
 
     params, paths = _load(root, params_file, overrides)
@@ -82,7 +83,8 @@ def train_stage_task(root: str, params_file: str, overrides: dict[str, Any] | No
         tracker.log_metrics(tracker.nested(run_name), metrics, step)
 
     try:
-        metrics = run_stage(params, Path(run_dir), stage, round_index, sink)
+        # Relative data roots are relative to the project, not to the worker's current directory.
+        metrics = run_stage(with_absolute_data_root(params, paths), Path(run_dir), stage, round_index, sink)
     except Exception:
         for name in list(tracker.nested_run_ids):
             tracker.close_nested(name, "FAILED")

@@ -38,6 +38,9 @@ def test_pipeline_flow_runs_every_step_and_tracks_in_mlflow(project: Path, prefe
     from uaafusion.paths import ProjectPaths
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    elsewhere = project.parent / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # relative paths in params are relative to the project, not the cwd
     results = pipeline(project_root=str(project))
     paths = ProjectPaths.at(project)
     assert results["device"] == "cpu"
