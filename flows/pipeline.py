@@ -30,12 +30,14 @@ STEPS = ("prepare", "train", "evaluate", "report")
 DEFAULT_ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load(root: str, params_file: str, overrides: dict[str, Any] | None) -> tuple[Params, ProjectPaths]:
-    paths = ProjectPaths.at(root)
+def _params_path(root: str, params_file: str) -> Path:
     params_path = Path(params_file)
-    if not params_path.is_absolute():
-        params_path = paths.root / params_path
-    return load_params(params_path, overrides), paths
+    return params_path if params_path.is_absolute() else Path(root).resolve() / params_path
+
+
+def _load(root: str, params_file: str, overrides: dict[str, Any] | None) -> tuple[Params, ProjectPaths]:
+    params = load_params(_params_path(root, params_file), overrides)
+    return params, ProjectPaths.at(root, params.outputs)
 
 
 def _tracker(paths: ProjectPaths) -> PipelineTracker:
@@ -132,6 +134,8 @@ def evaluate_task(root: str, params_file: str, overrides: dict[str, Any] | None)
     tracker.log_metrics(tracker.parent_run_id, {f"test_{key}": value for key, value in ours.items()}, 0)
     tracker.log_artifact(run_id, paths.evaluation)
     tracker.log_artifact(run_id, paths.metrics)
+    if paths.generalisation.is_file():
+        tracker.log_artifact(run_id, paths.generalisation)
     tracker.close_nested("evaluate")
     get_run_logger().info("evaluation: %s", {key: round(value, 4) for key, value in ours.items()})
     return means
@@ -142,7 +146,7 @@ def report_task(root: str, params_file: str, overrides: dict[str, Any] | None) -
     from uaafusion.report import build_report
 
     params, paths = _load(root, params_file, overrides)
-    index = build_report(params, paths)
+    index = build_report(params, paths, params_file=_params_path(root, params_file), overrides=overrides)
     tracker = _tracker(paths)
     tracker.attach_parent()
     run_id = tracker.nested("report")

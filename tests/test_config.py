@@ -92,6 +92,7 @@ def test_value_outside_allowed_set_lists_allowed_values(tmp_path, raw, key, allo
     ({"train": {"lr_fusion": 0}}, "train.lr_fusion"),
     ({"loss": {"roi": -0.5}}, "loss.roi"),
     ({"device": "gpu"}, "device"),
+    ({"outputs": {"reports": " "}}, "outputs.reports"),
 ])
 def test_value_checks_name_the_key(tmp_path, raw, key):
     with pytest.raises(ConfigError, match=rf"{key.replace('.', '[.]')} = .* is not allowed; expected"):
@@ -129,3 +130,11 @@ def test_file_problems(tmp_path):
     listing.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="mapping of sections"):
         load_params(listing)
+
+
+@pytest.mark.parametrize("preset", sorted((REPO_ROOT / "params").glob("*.yaml")), ids=lambda path: path.name)
+def test_presets_load_and_write_to_their_own_folders(preset):
+    params = load_params(preset)
+    defaults = Params().outputs
+    for name in ("models", "fused", "reports"):
+        assert getattr(params.outputs, name) != getattr(defaults, name), f"{preset.name}: outputs.{name}"

@@ -171,7 +171,7 @@ def column_best(table: list[list[tuple[str, bool]]], column: str) -> set[str]:
 
 def test_html_metrics_table_lists_every_method_and_marks_the_best(built_report: ProjectPaths) -> None:
     html_text = (built_report.reports / "index.html").read_text()
-    headline, per_class = read_tables(html_text)
+    headline, per_class, by_input = read_tables(html_text)
     assert [row[0][0] for row in headline[1:]] == METHODS
     header = [text for text, _ in headline[0]]
     for metric in (*FUSION_METRICS, "mIoU"):
@@ -188,6 +188,9 @@ def test_html_metrics_table_lists_every_method_and_marks_the_best(built_report: 
     assert [text for text, _ in per_class[0]][2:] == CLASS_NAMES
     assert column_best(per_class, "person") == {"ours"}
     assert column_best(per_class, "background") == set()  # every method ties: no winner
+    # The segmenter on fused images vs on each source alone (the sources are the same for every method).
+    assert [text for text, _ in by_input[0]][2:] == ["mIoU (fused)", "mIoU_ir (infrared only)", "mIoU_vi (visible only)"]
+    assert column_best(by_input, "mIoU (fused)") == {"ours"}
 
 
 def test_html_is_self_contained_with_embedded_figures(built_report: ProjectPaths) -> None:
@@ -270,3 +273,34 @@ def test_report_renders_in_headless_chromium(built_report: ProjectPaths, tmp_pat
     # The metrics table's best cells are tinted green (#d9f2d9).
     green = (np.abs(pixels - np.array([217, 242, 217])).sum(axis=-1) < 6).sum()
     assert green > 200
+
+
+def test_preset_report_goes_to_its_outputs_with_generalisation_tables_and_its_command(tmp_path: Path) -> None:
+    outputs = {"models": "models/preset", "fused": "data/fused-preset", "reports": "reports/preset"}
+    raw = project_params(outputs=outputs, report={"samples": 1})
+    raw["evaluate"]["generalisation"] = {"roadlike": "data/roadlike"}
+    preset = tmp_path / "params" / "preset.yaml"
+    preset.parent.mkdir()
+    preset.write_text(yaml.safe_dump(raw))
+    params = params_from_dict(raw)
+    paths = ProjectPaths.at(tmp_path, params.outputs)
+    assert paths.reports == tmp_path / "reports" / "preset" and paths.fused == tmp_path / "data" / "fused-preset"
+    assert paths.model_checkpoint == tmp_path / "models" / "preset" / "uaafusion.pt"
+    write_tiny_dataset(tmp_path / "data" / "tiny")
+    write_evaluation(paths)
+    generalisation = {"roadlike": {"root": "data/roadlike", "methods": {
+        method: {"mean": {metric: 1.0 + offset for metric in FUSION_METRICS}, "count": 5}
+        for method, offset in (("ours", 0.5), ("average", 0.0), ("maximum", 0.2))}}}
+    paths.generalisation.write_text(json.dumps(generalisation))
+
+    assert cli_main(["report", "--params", str(preset), "--root", str(tmp_path)]) == 0
+    assert not (tmp_path / "reports" / "index.html").exists()
+    html_text = (paths.reports / "index.html").read_text()
+    markdown = (paths.reports / "README.md").read_text()
+    tables = read_tables(html_text)
+    general = tables[-1]
+    assert [row[0][0] for row in general[1:]] == ["ours", "average", "maximum"]
+    assert column_best(general, "VIF") == {"ours"}
+    assert "Generalisation: roadlike" in html_text and "Generalisation: roadlike" in markdown
+    assert "uaafusion train --params params/preset.yaml --steps prepare,train,evaluate,report" in markdown
+    assert "dvc repro\n" not in markdown

@@ -141,7 +141,12 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
+    """``peers``: name -> folder of another method's fused test images (scored like ours).
+    ``generalisation``: name -> folder with ``ir/`` and ``vi/`` (unlabeled pairs) fused with the trained
+    model and scored with the fusion metrics."""
+
     peers: dict[str, str] = field(default_factory=dict)
+    generalisation: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -150,6 +155,24 @@ class ReportConfig:
 
     def check(self, prefix: str) -> None:
         _require(self.samples >= 0, f"{prefix}.samples", "an integer >= 0", self.samples)
+
+
+@dataclass(frozen=True)
+class OutputsConfig:
+    """Where the pipeline writes, relative to the project root (or absolute).
+
+    A preset that trains on other data sets its own folders so that its results never overwrite
+    the default run's (``dvc.yaml`` tracks the defaults).
+    """
+
+    models: str = "models"
+    fused: str = "data/fused"
+    reports: str = "reports"
+
+    def check(self, prefix: str) -> None:
+        for name in ("models", "fused", "reports"):
+            _require(bool(getattr(self, name).strip()), f"{prefix}.{name}", "a non-empty folder path",
+                     getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -166,6 +189,7 @@ class Params:
     loss: LossConfig = field(default_factory=LossConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    outputs: OutputsConfig = field(default_factory=OutputsConfig)
 
     def check(self, prefix: str) -> None:
         device = self.device.lower()

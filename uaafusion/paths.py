@@ -4,17 +4,38 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from uaafusion.config import OutputsConfig
 
 
 @dataclass(frozen=True)
 class ProjectPaths:
-    """Pipeline locations under ``root`` (the folder holding ``params.yaml``)."""
+    """Pipeline locations under ``root`` (the folder holding ``params.yaml``).
+
+    ``models``, ``fused`` and ``reports`` come from the params' ``outputs`` section (defaults
+    ``models``, ``data/fused``, ``reports``); relative folders are relative to ``root``.
+    """
 
     root: Path
+    models: Path
+    fused: Path
+    reports: Path
 
     @classmethod
-    def at(cls, root: str | Path = ".") -> "ProjectPaths":
-        return cls(Path(root).resolve())
+    def at(cls, root: str | Path = ".", outputs: "OutputsConfig | None" = None) -> "ProjectPaths":
+        from uaafusion.config import OutputsConfig
+
+        root = Path(root).resolve()
+        outputs = outputs or OutputsConfig()
+
+        def place(folder: str) -> Path:
+            path = Path(folder).expanduser()
+            return path if path.is_absolute() else root / path
+
+        return cls(root=root, models=place(outputs.models), fused=place(outputs.fused),
+                   reports=place(outputs.reports))
 
     @property
     def params(self) -> Path:
@@ -23,10 +44,6 @@ class ProjectPaths:
     @property
     def synthetic_data(self) -> Path:
         return self.root / "data" / "synthetic"
-
-    @property
-    def models(self) -> Path:
-        return self.root / "models"
 
     @property
     def model_checkpoint(self) -> Path:
@@ -47,15 +64,6 @@ class ProjectPaths:
         return self.checkpoints / fingerprint
 
     @property
-    def fused(self) -> Path:
-        """Fused test images, one folder per method (``ours``, ``average``, ``maximum``)."""
-        return self.root / "data" / "fused"
-
-    @property
-    def reports(self) -> Path:
-        return self.root / "reports"
-
-    @property
     def metrics(self) -> Path:
         """Headline metrics of our model (``dvc metrics show``)."""
         return self.reports / "metrics.json"
@@ -64,6 +72,11 @@ class ProjectPaths:
     def evaluation(self) -> Path:
         """Every method's per-image and mean metrics."""
         return self.reports / "evaluation.json"
+
+    @property
+    def generalisation(self) -> Path:
+        """Fusion metrics on the unlabeled sets of ``evaluate.generalisation`` (when configured)."""
+        return self.reports / "generalisation.json"
 
     @property
     def training_plots(self) -> Path:

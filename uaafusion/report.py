@@ -93,11 +93,14 @@ class ReportContent:
 
 # -- entry point ---------------------------------------------------------------------------------
 
-def build_report(params: Params, paths: ProjectPaths) -> Path:
-    """Write ``reports/index.html``, ``reports/README.md`` and ``reports/figures/``; return the HTML path.
+def build_report(params: Params, paths: ProjectPaths, params_file: Path | None = None,
+                 overrides: dict[str, Any] | None = None) -> Path:
+    """Write ``index.html``, ``README.md`` and ``figures/`` under ``paths.reports``; return the HTML path.
 
-    Raises :class:`DataError` when ``reports/evaluation.json`` is missing or malformed (run the
-    evaluate step first). Other missing inputs are noted in the report.
+    ``params_file`` and ``overrides`` are what the run used; they go into the report's command that
+    reproduces it (default: ``params.yaml`` and ``dvc repro``).
+    Raises :class:`DataError` when ``evaluation.json`` is missing or malformed (run the evaluate step
+    first). Other missing inputs are noted in the report.
     """
     import matplotlib
 
@@ -109,6 +112,7 @@ def build_report(params: Params, paths: ProjectPaths) -> Path:
     notes: list[str] = []
 
     tables = metric_tables(evaluation, params.evaluate.peers, list(params.data.class_names))
+    tables += generalisation_tables(read_generalisation(paths.generalisation, notes))
     training_figures = _training_figures(paths, figures_dir, notes)
     sample_figures = _sample_figures(params, paths, figures_dir, notes)
 
@@ -118,9 +122,8 @@ def build_report(params: Params, paths: ProjectPaths) -> Path:
         tables=tables,
         training_figures=training_figures,
         sample_figures=sample_figures,
-        reproduce_commands=[REPRODUCE_COMMAND, "# or, the same steps without DVC:",
-                            f"python -m flows.pipeline --params {_params_file_name(paths)}"],
-        params_file=_params_file_name(paths),
+        reproduce_commands=reproduce_commands(paths, params_file, overrides),
+        params_file=_params_file_name(paths, params_file),
         params_yaml=_params_yaml(params),
         provenance=_provenance(paths),
         notes=notes,
@@ -179,14 +182,50 @@ def metric_tables(evaluation: dict[str, dict[str, Any]], peers: Iterable[str] = 
     headline += [metric for metric in OPTIONAL_HEADLINE_METRICS if metric in present]
     tables = [_table("Mean metrics on the test split", headline, headline, methods, means, counts)]
 
-    per_class = [key for key in _ordered_keys(means) if key.startswith("IoU/")]
-    if class_names:
-        rank = {f"IoU/{name}": index for index, name in enumerate(class_names)}
-        per_class.sort(key=lambda key: rank.get(key, len(rank)))
-    if any(key in present for key in per_class):
-        headers = [key.split("/", 1)[1] for key in per_class]
-        tables.append(_table("Per-class IoU of the segmenter on each method's fused images",
-                             per_class, headers, methods, means, counts))
+    for prefix, target in (("IoU/", "labels"), ("box_IoU/", "box-derived masks")):
+        per_class = [key for key in _ordered_keys(means) if key.startswith(prefix)]
+        if class_names:
+            rank = {f"{prefix}{name}": index for index, name in enumerate(class_names)}
+            per_class.sort(key=lambda key: rank.get(key, len(rank)))
+        if any(key in present for key in per_class):
+            headers = [key.split("/", 1)[1] for key in per_class]
+            tables.append(_table(f"Per-class IoU of the segmenter on each method's fused images (against {target})",
+                                 per_class, headers, methods, means, counts))
+    sources = [(f"{prefix}mIoU{suffix}", label) for prefix in ("", "box_")
+               for suffix, label in (("", "fused"), ("_ir", "infrared only"), ("_vi", "visible only"))]
+    sources = [(key, label) for key, label in sources if key in present]
+    if len(sources) > 1:
+        tables.append(_table("Segmenter mIoU on each method's fused image and on each source alone",
+                             [key for key, _ in sources], [f"{key} ({label})" for key, label in sources],
+                             methods, means, counts))
+    return tables
+
+
+def read_generalisation(path: Path, notes: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """``{set name: {"root": folder, "methods": {method: result}}}`` from ``generalisation.json``; ``{}``
+    when the file is absent (nothing configured) or unreadable (noted)."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        if notes is not None:
+            notes.append(f"{path.name} could not be read ({error}); re-run the evaluate step.")
+        return {}
+    return {name: entry for name, entry in data.items()
+            if isinstance(entry, dict) and isinstance(entry.get("methods"), dict)}
+
+
+def generalisation_tables(generalisation: dict[str, dict[str, Any]]) -> list[MetricsTable]:
+    """One fusion-metrics table per unlabeled set fused with the trained model."""
+    tables = []
+    for name, entry in generalisation.items():
+        results = entry["methods"]
+        methods = method_order(results)
+        means = {method: dict(results[method].get("mean") or {}) for method in methods}
+        counts = {method: _count(results[method]) for method in methods}
+        tables.append(_table(f"Generalisation: {name} (unlabeled pairs, model trained here, fusion metrics)",
+                             list(FUSION_METRICS), list(FUSION_METRICS), methods, means, counts))
     return tables
 
 
@@ -247,11 +286,14 @@ def _summary_lines(params: Params, evaluation: dict[str, dict[str, Any]]) -> lis
         f"{params.train.rounds} round(s).",
     ]
     ours = evaluation.get(OUR_METHOD, {}).get("mean", {})
-    reference = [(key, label) for key, label in (("mIoU_ir", "the infrared image"), ("mIoU_vi", "the visible image"))
-                 if _is_number(ours.get(key))]
-    if _is_number(ours.get("mIoU")) and reference:
-        parts = ", ".join(f"{format_number(ours[key])} on {label}" for key, label in reference)
-        lines.append(f"Segmenter mIoU: {format_number(ours['mIoU'])} on our fused images; for reference {parts} alone.")
+    for prefix, what in (("", "mIoU"), ("box_", "box-mask mIoU")):
+        reference = [(key, label) for key, label in ((f"{prefix}mIoU_ir", "the infrared image"),
+                                                    (f"{prefix}mIoU_vi", "the visible image"))
+                     if _is_number(ours.get(key))]
+        if _is_number(ours.get(f"{prefix}mIoU")) and reference:
+            parts = ", ".join(f"{format_number(ours[key])} on {label}" for key, label in reference)
+            lines.append(f"Segmenter {what}: {format_number(ours[prefix + 'mIoU'])} on our fused images; "
+                         f"for reference {parts} alone.")
     return lines
 
 
@@ -592,8 +634,33 @@ def _relative(path: Path, root: Path) -> str:
 
 # -- reproduction --------------------------------------------------------------------------------
 
-def _params_file_name(paths: ProjectPaths) -> str:
-    return _relative(paths.params, paths.root)
+def _params_file_name(paths: ProjectPaths, params_file: Path | None = None) -> str:
+    path = paths.params if params_file is None else Path(params_file)
+    return _relative(path if path.is_absolute() else paths.root / path, paths.root)
+
+
+def reproduce_commands(paths: ProjectPaths, params_file: Path | None = None,
+                       overrides: dict[str, Any] | None = None) -> list[str]:
+    """The commands, run at the project root, that reproduce this report's numbers."""
+    import shlex
+
+    name = _params_file_name(paths, params_file)
+    sets = "".join(f" -S {shlex.quote(f'{key}={_yaml_inline(value)}')}" for key, value in sorted((overrides or {}).items()))
+    if name == _relative(paths.params, paths.root):
+        return [f"dvc exp run{sets}" if sets else REPRODUCE_COMMAND,
+                "# or, the same steps without DVC:",
+                f"python -m flows.pipeline --params {name}{sets}"]
+    return [f"uaafusion train --params {name} --steps prepare,train,evaluate,report{sets}",
+            "# the same steps as a Prefect flow run:",
+            f"python -m flows.pipeline --params {name}{sets}"]
+
+
+def _yaml_inline(value: Any) -> str:
+    """``value`` as one line of YAML (what ``-S key=value`` parses back)."""
+    import yaml
+
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+    return text[:-3].strip() if text.endswith("...") else text
 
 
 def _params_yaml(params: Params) -> str:

@@ -79,20 +79,29 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def fuse_test_split(params: Params, paths: ProjectPaths, checkpoint: Path) -> dict[str, Path]:
-    """Fuse every test pair with our model and the two pixel baselines -> ``data/fused/<method>/NAME.png``."""
+    """Fuse every test pair with our model and the two pixel baselines -> ``<outputs.fused>/<method>/NAME.png``."""
     from uaafusion.data.datasets import create_dataset
+
+    params = with_absolute_data_root(params, paths)
+    dataset = create_dataset(params.data, params.data.test_split, crop=False, seed=params.seed)
+    return fuse_dataset(dataset, params, checkpoint, paths.fused, "fusing test split")
+
+
+def fuse_dataset(dataset: Any, params: Params, checkpoint: Path, out_root: Path, description: str) -> dict[str, Path]:
+    """Fuse every sample of ``dataset`` with our model and the pixel baselines -> ``out_root/<method>/NAME.png``.
+
+    Colour per METHOD.md: the fused luminance takes the visible image's CrCb when it has colour.
+    """
     from uaafusion.data.io import tensor_to_array, write_png
     from uaafusion.device import resolve_device
     from uaafusion.inference import compose_colour, fuse_luma
     from uaafusion.models.checkpoint import load_models
 
-    params = with_absolute_data_root(params, paths)
     device = resolve_device(params.device)
     loaded = load_models(checkpoint, map_location=device)
     fusion, segmenter = loaded.fusion.to(device), loaded.segmenter.to(device)
-    dataset = create_dataset(params.data, params.data.test_split, crop=False, seed=params.seed)
-    folders = {method: paths.fused / method for method in (OUR_METHOD, *BASELINE_METHODS)}
-    for index in tqdm(range(len(dataset)), desc="fusing test split", disable=None):
+    folders = {method: out_root / method for method in (OUR_METHOD, *BASELINE_METHODS)}
+    for index in tqdm(range(len(dataset)), desc=description, disable=None):
         sample = dataset[index]
         ir, vi = sample["ir"], sample["vi"]
         chroma = sample["vi_crcb"] if not bool(torch.all(sample["vi_crcb"] == 0.5)) else None
@@ -119,6 +128,8 @@ def evaluate_step(params: Params, paths: ProjectPaths) -> dict[str, dict[str, fl
     from uaafusion.models.checkpoint import load_models
 
     params = with_absolute_data_root(params, paths)
+    for name in params.evaluate.generalisation:
+        _generalisation_root(params, paths, name)  # fail before the long work, not after it
     fused_folders = fuse_test_split(params, paths, paths.model_checkpoint)
     for name, folder in params.evaluate.peers.items():
         peer = Path(folder).expanduser()
@@ -140,4 +151,50 @@ def evaluate_step(params: Params, paths: ProjectPaths) -> dict[str, dict[str, fl
     paths.evaluation.write_text(json.dumps(results, indent=1))
     means = {method: result["mean"] for method, result in results.items()}
     paths.metrics.write_text(json.dumps(means, indent=2))
+    if params.evaluate.generalisation:
+        generalisation_step(params, paths)
+    elif paths.generalisation.exists():
+        paths.generalisation.unlink()  # stale: no generalisation sets configured any more
     return means
+
+
+def generalisation_step(params: Params, paths: ProjectPaths) -> dict[str, dict[str, dict[str, float]]]:
+    """Fuse each unlabeled set of ``evaluate.generalisation`` (``ir/`` + ``vi/`` folders) with the trained
+    model and the pixel baselines, score the fusion metrics, write ``<outputs.reports>/generalisation.json``.
+
+    Returns ``{set name: {method: {metric: mean}}}``.
+    """
+    from uaafusion.config import DataConfig
+    from uaafusion.data.datasets import create_dataset, layout_folders, split_directory
+    from uaafusion.metrics.evaluate import evaluate_folders
+
+    results: dict[str, dict[str, Any]] = {}
+    for name in params.evaluate.generalisation:
+        root = _generalisation_root(params, paths, name)
+        data = DataConfig(layout="pairs", root=str(root), num_classes=params.data.num_classes,
+                          class_names=params.data.class_names, ignore_index=params.data.ignore_index,
+                          on_bad_input=params.data.on_bad_input)
+        dataset = create_dataset(data, None, crop=False, seed=params.seed)
+        fused = fuse_dataset(dataset, params, paths.model_checkpoint, paths.fused / "generalisation" / name,
+                             f"fusing {name}")
+        sources = layout_folders("pairs", split_directory("pairs", root, None))
+        results[name] = {"root": str(root), "methods": {}}
+        for method, fused_dir in fused.items():
+            LOGGER.info("scoring %s on %s", method, name)
+            results[name]["methods"][method] = evaluate_folders(sources.ir, sources.vi, fused_dir)
+    paths.reports.mkdir(parents=True, exist_ok=True)
+    paths.generalisation.write_text(json.dumps(results, indent=1))
+    return {name: {method: result["mean"] for method, result in entry["methods"].items()}
+            for name, entry in results.items()}
+
+
+def _generalisation_root(params: Params, paths: ProjectPaths, name: str) -> Path:
+    """The folder of ``evaluate.generalisation.<name>`` (relative to the project root); it must exist."""
+    from uaafusion.errors import DataError
+
+    root = Path(params.evaluate.generalisation[name]).expanduser()
+    root = root if root.is_absolute() else (paths.root / root).resolve()
+    if not root.is_dir():
+        raise DataError(f"{root}: folder of evaluate.generalisation.{name} not found; it needs ir/ and vi/ "
+                        "subfolders of paired images. Fix the path or remove the entry from the params.")
+    return root

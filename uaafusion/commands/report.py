@@ -28,6 +28,6 @@ def run(args: argparse.Namespace) -> int:
 
     params = load_params(args.params)
     root = args.root if args.root is not None else Path(args.params).resolve().parent
-    index = build_report(params, ProjectPaths.at(root))
+    index = build_report(params, ProjectPaths.at(root, params.outputs), params_file=Path(args.params))
     print(f"report written to {index} (and {index.parent / 'README.md'})")
     return 0

@@ -79,6 +79,7 @@ def run_fingerprint(params: Params) -> str:
     relevant.pop("device", None)
     relevant.pop("report", None)
     relevant.pop("evaluate", None)
+    relevant.pop("outputs", None)
     relevant["train"].pop("retries", None)
     relevant["data"].pop("num_workers", None)
     encoded = json.dumps(relevant, sort_keys=True).encode()
