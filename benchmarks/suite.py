@@ -78,6 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="attribution: all 24 cases (C 4/9/15, steps 5/10, 256x256 and 640x480, batch 1/8); "
                              "default: all on CUDA; on CPU the headline case (C9, steps 5, batch 8, 256x256) and "
                              "5 cheaper ones")
+    parser.add_argument("--headline-only", action="store_true",
+                        help="attribution: only the headline case (C9, steps 5, batch 8, 256x256)")
     parser.add_argument("--engines", default=None,
                         help="attribution engines of the batched variants, comma-separated (forward, captum; "
                              "default: the params' engine; on CUDA all engines, the params' first)")
@@ -235,6 +237,8 @@ def run_suite(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
             at = time.perf_counter()
             if args.quick:
                 grid_name, grid = "quick", attribution.quick_grid()
+            elif args.headline_only:
+                grid_name, grid = "headline only", [attribution.HEADLINE_CASE]
             elif args.full_grid:
                 grid_name, grid = "full", attribution.full_grid()
             elif device.type == "cuda":

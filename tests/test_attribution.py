@@ -8,6 +8,7 @@ import torch
 from tests.models.segmenters_for_tests import TinySegmenter, random_images, stripe_mask
 from uaafusion.attribution import (
     WeightCache,
+    inputs_per_pass,
     labels_to_one_hot,
     modality_weights,
     pathway_attention,
@@ -87,6 +88,20 @@ def test_forward_engine_computes_each_point_once_for_all_classes():
     batch_sizes.clear()
     region_attribution(segmenter, random_images(2, 8, 10), mask, steps=3, internal_batch_size=10, engine="forward")
     assert batch_sizes == [2, 2, 2]  # at most 10 // 5 classes = 2 points per pass
+
+
+def test_memory_knob_shrinks_passes_for_large_images():
+    assert inputs_per_pass(None, 1024, 1280) is None
+    assert inputs_per_pass(32, 128, 128) == 32 and inputs_per_pass(32, 256, 256) == 32
+    assert inputs_per_pass(32, 480, 640) == 6
+    assert inputs_per_pass(32, 1024, 1280) == 1
+    segmenter = TinySegmenter(num_classes=2)
+    batch_sizes: list[int] = []
+    segmenter.register_forward_pre_hook(lambda module, args: batch_sizes.append(args[0].shape[0]))
+    image = random_images(1, 256, 512)  # 2 x 256x256: 16 -> 8 inputs per pass -> 4 points of 2 classes
+    mask = stripe_mask(1, 2, 256, 512)
+    region_attribution(segmenter, image, mask, steps=8, internal_batch_size=16, engine="forward")
+    assert batch_sizes == [4, 4]
 
 
 def test_unknown_engine_is_a_config_error():

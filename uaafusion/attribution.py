@@ -142,6 +142,24 @@ class _RegionScore:
         return (selected * region_masks).sum(dim=(1, 2, 3)) / region_masks.sum(dim=(1, 2, 3))
 
 
+REFERENCE_PIXELS = 256 * 256
+
+
+def inputs_per_pass(internal_batch_size: int | None, height: int, width: int) -> int | None:
+    """Segmenter inputs of ``height x width`` per pass for the memory knob ``internal_batch_size``.
+
+    Up to 256x256 pixels the knob is the number of inputs; larger images get proportionally fewer
+    per pass (at least one), so that the memory of a pass stays bounded at any image size (at
+    640x480, 32 becomes 6; at 1280x1024, 1). ``None``: no bound.
+    """
+    if internal_batch_size is None:
+        return None
+    pixels = max(1, height * width)
+    if pixels <= REFERENCE_PIXELS:
+        return internal_batch_size
+    return max(1, internal_batch_size * REFERENCE_PIXELS // pixels)
+
+
 def region_attribution(
     segmenter: nn.Module,
     image: torch.Tensor,
@@ -156,9 +174,9 @@ def region_attribution(
     image: ``(B, 1, H, W)`` (the source ``X``); mask: one-hot ``(B, C, H, W)`` (values > 0.5 are
     in the region). ``steps`` integration points of Captum's ``method`` (``riemann_right``:
     points ``x*k/steps``, ``k = 1..steps``). One Captum call covers all (image, present class)
-    copies; ``internal_batch_size`` bounds the number of segmenter inputs per pass (copies are
-    split into groups of at most that many when there are more copies than that). The result
-    carries no autograd graph.
+    copies; ``internal_batch_size`` bounds the segmenter inputs per pass (fewer for
+    images larger than 256x256, :func:`inputs_per_pass`; copies are split into groups when there are more than that). The
+    grouping changes memory and speed, never the numbers. The result carries no autograd graph.
 
     ``engine="forward"`` (default) evaluates the same integral with forward-mode derivatives
     (:func:`_forward_region_attribution`): same integration points and weights (Captum's rule),
@@ -172,6 +190,7 @@ def region_attribution(
         raise ConfigError(f"attribution.internal_batch_size = {internal_batch_size!r}: expected >= 1 or null.")
     if engine not in ATTRIBUTION_ENGINES:
         raise ConfigError(f"attribution.engine = {engine!r} is not allowed; allowed: {', '.join(ATTRIBUTION_ENGINES)}.")
+    internal_batch_size = inputs_per_pass(internal_batch_size, *image.shape[-2:])
     if engine == "forward":
         return _forward_region_attribution(segmenter, image, mask, steps, method, internal_batch_size)
     batch, num_classes = mask.shape[:2]
