@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.suite import QUICK_PARAM_OVERRIDES
 from benchmarks.timing import machine_info, summarize, utc_now, version_info
 
 PIPELINE_TIMING_FILE = Path("reports") / "pipeline-timing.json"
@@ -41,13 +42,7 @@ QUICK_OVERRIDES: dict[str, Any] = {
     "device": "cpu",
     "synthetic.train": 4,
     "synthetic.test": 2,
-    "synthetic.height": 48,
-    "synthetic.width": 48,
-    "data.crop_size": 32,
-    "data.batch_size": 2,
-    "model.fusion.stages": 2,
-    "model.fusion.features": 8,
-    "attribution.steps": 2,
+    **QUICK_PARAM_OVERRIDES,  # the suite's tiny images and models
     "train.rounds": 1,
     "train.pretrain_epochs": 1,
     "train.fusion_epochs": 1,
