@@ -44,3 +44,22 @@ class ConvLSTMCell(nn.Module):
         cell = torch.sigmoid(forget_gate) * cell + torch.sigmoid(input_gate) * torch.tanh(candidate)
         hidden = torch.sigmoid(output_gate) * torch.tanh(cell)
         return hidden, cell
+
+    def first_step(self, leading_inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step from a zero state when only the first input channels can be non-zero.
+
+        ``leading_inputs (B, k, H, W)``, ``k <= input_channels``: the same ``(h', c')`` as
+        ``forward(cat([leading_inputs, zeros]), None)``, but the gate convolution reads only the
+        ``k`` channels that are not zero (its other weights would multiply zeros). In the unfolding
+        network the first stage's memories and state are all zero, so this skips 3/4 of that
+        stage's largest convolution, forward and backward.
+        """
+        channels = leading_inputs.shape[1]
+        if not 0 < channels <= self.input_channels:
+            raise ValueError(f"first_step takes 1..{self.input_channels} leading channels, got {channels}")
+        gates = nn.functional.conv2d(leading_inputs, self.gates.weight[:, :channels], self.gates.bias,
+                                     padding=self.gates.padding)
+        input_gate, _, output_gate, candidate = gates.chunk(4, 1)
+        cell = torch.sigmoid(input_gate) * torch.tanh(candidate)
+        hidden = torch.sigmoid(output_gate) * torch.tanh(cell)
+        return hidden, cell

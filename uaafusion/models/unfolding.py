@@ -182,9 +182,7 @@ class UnfoldingFusionNet(nn.Module):
         target = weight_ir * ir + weight_vi * vi
 
         estimate = average
-        hidden, cell = self.memory_cell.initial_state(ir.new_zeros(ir.shape[0], 1, *ir.shape[-2:]))
-        long_memory = torch.zeros_like(hidden)
-        short_memory = torch.zeros_like(hidden)
+        hidden = cell = long_memory = short_memory = None  # zero before the first stage
         running_attention: torch.Tensor | None = None
         step_sizes = self.step_sizes
         attention_gates: list[torch.Tensor] = []
@@ -194,7 +192,11 @@ class UnfoldingFusionNet(nn.Module):
             running_attention = pathway_attention(segmenter, moved, estimate, mask, running_attention, stage + 1)
             gate = torch.sigmoid(self.attention_scales[stage] * self._normalise_attention(running_attention))
             features = self.feature_encoders[stage](moved)
-            hidden, cell = self.memory_cell(torch.cat([features, long_memory, short_memory], dim=1), (hidden, cell))
+            if stage == 0:  # memories and state are still zero: skip their part of the gate convolution
+                hidden, cell = self.memory_cell.first_step(features)
+            else:
+                hidden, cell = self.memory_cell(torch.cat([features, long_memory, short_memory], dim=1),
+                                                (hidden, cell))
             long_memory = self.long_memory_conv(hidden)
             short_memory = long_memory + self.short_memory_convs[stage](long_memory) * gate
             # Proximal output as a correction of the gradient-step estimate (in logit space), so
