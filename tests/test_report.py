@@ -304,3 +304,32 @@ def test_preset_report_goes_to_its_outputs_with_generalisation_tables_and_its_co
     assert "Generalisation: roadlike" in html_text and "Generalisation: roadlike" in markdown
     assert "uaafusion train --params params/preset.yaml --steps prepare,train,evaluate,report" in markdown
     assert "dvc repro\n" not in markdown
+
+
+def test_discussion_file_becomes_a_section_of_both_reports_and_a_missing_one_is_named(tmp_path: Path) -> None:
+    paths = ProjectPaths.at(tmp_path)
+    write_tiny_dataset(tmp_path / "data" / "tiny")
+    write_evaluation(paths)
+    missing = params_from_dict(project_params(report={"samples": 0, "discussion": "notes/missing.md"}))
+    with pytest.raises(DataError, match=r"report.discussion.*missing\.md"):
+        build_report(missing, paths)
+
+    notes = tmp_path / "notes" / "run.md"
+    notes.parent.mkdir()
+    notes.write_text("### Why\n\nOurs <wins> on `VIF`\nbecause of A.\n\n- first\n  continued\n- second\n\n"
+                     "```sh\nuaafusion train --params p.yaml\n```\n")
+    params = params_from_dict(project_params(report={"samples": 0, "discussion": "notes/run.md"}))
+    html_text = build_report(params, paths).read_text()
+    markdown = (paths.reports / "README.md").read_text()
+    assert "## Discussion\n\n### Why\n\nOurs <wins> on `VIF`" in markdown
+    assert markdown.index("## Discussion") < markdown.index("## Training")
+    assert "<h2>Discussion</h2>\n<h3>Why</h3>\n<p>Ours &lt;wins&gt; on <code>VIF</code> because of A.</p>" in html_text
+    assert "<ul><li>first continued</li><li>second</li></ul>" in html_text
+    assert "<pre>uaafusion train --params p.yaml</pre>" in html_text
+
+
+def test_discussion_parameter_is_checked() -> None:
+    from uaafusion.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="report.discussion"):
+        params_from_dict(project_params(report={"discussion": "  "}))

@@ -151,10 +151,17 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class ReportConfig:
+    """``samples``: test images shown as panels. ``discussion``: optional Markdown file (relative
+    to the project root) added to the report as its "Discussion" section: what the numbers mean,
+    written by whoever ran the preset; it survives every regeneration of the report."""
+
     samples: int = 4
+    discussion: str | None = None
 
     def check(self, prefix: str) -> None:
         _require(self.samples >= 0, f"{prefix}.samples", "an integer >= 0", self.samples)
+        _require(self.discussion is None or (isinstance(self.discussion, str) and self.discussion.strip() != ""),
+                 f"{prefix}.discussion", "null or the path of a Markdown file", self.discussion)
 
 
 @dataclass(frozen=True)

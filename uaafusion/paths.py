@@ -82,3 +82,17 @@ class ProjectPaths:
     def training_plots(self) -> Path:
         """Training curves for ``dvc plots``: loss per step, metrics per round."""
         return self.reports / "training"
+
+
+PROJECT_MARKER = "dvc.yaml"
+
+
+def project_root_for(params_file: str | Path) -> Path:
+    """The project root of a params file: the nearest folder, from the file's own folder upwards,
+    that holds ``dvc.yaml`` (so ``params/msrs-boxes.yaml`` belongs to the project above
+    ``params/``); the file's own folder when none does."""
+    folder = Path(params_file).resolve().parent
+    for candidate in (folder, *folder.parents):
+        if (candidate / PROJECT_MARKER).is_file():
+            return candidate
+    return folder

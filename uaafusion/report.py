@@ -89,6 +89,7 @@ class ReportContent:
     params_yaml: str
     provenance: list[tuple[str, str]]
     notes: list[str] = field(default_factory=list)
+    discussion: str = ""
 
 
 # -- entry point ---------------------------------------------------------------------------------
@@ -127,6 +128,7 @@ def build_report(params: Params, paths: ProjectPaths, params_file: Path | None =
         params_yaml=_params_yaml(params),
         provenance=_provenance(paths),
         notes=notes,
+        discussion=read_discussion(params, paths),
     )
     paths.reports.mkdir(parents=True, exist_ok=True)
     index = paths.reports / "index.html"
@@ -137,6 +139,24 @@ def build_report(params: Params, paths: ProjectPaths, params_file: Path | None =
 
 
 # -- evaluation results --------------------------------------------------------------------------
+
+def read_discussion(params: Params, paths: ProjectPaths) -> str:
+    """The text of ``report.discussion`` (a Markdown file relative to the project root), or ``""``.
+
+    Raises :class:`DataError` naming the file and the parameter when it is set but unreadable.
+    """
+    if params.report.discussion is None:
+        return ""
+    path = Path(params.report.discussion)
+    path = path if path.is_absolute() else paths.root / path
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(
+            f"report.discussion = {params.report.discussion!r}: cannot read {path} ({error}). "
+            "Write that Markdown file or set report.discussion to null."
+        ) from error
+
 
 def read_evaluation(path: Path) -> dict[str, dict[str, Any]]:
     """``{method: {"per_image": ..., "mean": {metric: value}, "count": n}}`` from ``evaluation.json``."""
@@ -723,6 +743,9 @@ def render_html(content: ReportContent) -> str:
         parts.append(_html_table(table))
         parts.append(f'<p class="legend">{BEST_MARK} and green: best value per column '
                      "(higher is better). Means over the test images; mIoU and IoU are set-level.</p>")
+    if content.discussion:
+        parts.append("<h2>Discussion</h2>")
+        parts.append(discussion_html(content.discussion))
     parts.append("<h2>Training</h2>")
     if not content.training_figures:
         parts.append("<p>No training curves available.</p>")
@@ -746,6 +769,58 @@ def render_html(content: ReportContent) -> str:
                  f"<pre>{escape(content.params_yaml)}</pre></details>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def discussion_html(text: str) -> str:
+    """The small Markdown subset a discussion uses, as HTML: paragraphs, ``###`` headings,
+    ``- `` lists, fenced code blocks and inline `code`; everything else is escaped text."""
+    blocks: list[str] = []
+    paragraph: list[str] = []
+    items: list[str] = []
+    code: list[str] | None = None
+
+    def inline(line: str) -> str:
+        pieces = html.escape(line).split("`")
+        return "".join(f"<code>{piece}</code>" if index % 2 else piece for index, piece in enumerate(pieces))
+
+    def flush() -> None:
+        if paragraph:
+            blocks.append("<p>" + " ".join(inline(line) for line in paragraph) + "</p>")
+            paragraph.clear()
+        if items:
+            blocks.append("<ul>" + "".join(f"<li>{inline(item)}</li>" for item in items) + "</ul>")
+            items.clear()
+
+    for line in text.splitlines():
+        stripped = line.strip()
+        if code is not None:
+            if stripped.startswith("```"):
+                blocks.append("<pre>" + html.escape("\n".join(code)) + "</pre>")
+                code = None
+            else:
+                code.append(line)
+        elif stripped.startswith("```"):
+            flush()
+            code = []
+        elif not stripped:
+            flush()
+        elif stripped.startswith("#"):
+            flush()
+            blocks.append(f"<h3>{inline(stripped.lstrip('#').strip())}</h3>")
+        elif stripped.startswith("- "):
+            if paragraph:
+                flush()
+            items.append(stripped[2:])
+        elif items and line.startswith("  "):
+            items[-1] += " " + stripped
+        else:
+            if items:
+                flush()
+            paragraph.append(stripped)
+    if code is not None:
+        blocks.append("<pre>" + html.escape("\n".join(code)) + "</pre>")
+    flush()
+    return "\n".join(blocks)
 
 
 def _html_table(table: MetricsTable) -> str:
@@ -782,6 +857,8 @@ def render_markdown(content: ReportContent, relative_to: Path) -> str:
         lines += [f"## {table.title}", "", *_markdown_table(table), "",
                   f"{BEST_MARK} **bold**: best value per column (higher is better). Means over the test images; "
                   "mIoU and IoU are set-level.", ""]
+    if content.discussion:
+        lines += ["## Discussion", "", content.discussion, ""]
     lines += ["## Training", ""]
     if not content.training_figures:
         lines += ["No training curves available.", ""]

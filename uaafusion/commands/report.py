@@ -17,17 +17,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"),
                         help="params file (default: params.yaml)")
     parser.add_argument("--root", type=Path, default=None,
-                        help="project root holding reports/, data/ and models/ (default: the params file's folder)")
+                        help="project root holding reports/, data/ and models/ (default: the nearest folder above the "
+                             "params file that holds dvc.yaml, else the params file's folder)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from uaafusion.config import load_params
-    from uaafusion.paths import ProjectPaths
+    from uaafusion.paths import ProjectPaths, project_root_for
     from uaafusion.report import build_report
 
     params = load_params(args.params)
-    root = args.root if args.root is not None else Path(args.params).resolve().parent
+    root = args.root if args.root is not None else project_root_for(args.params)
     index = build_report(params, ProjectPaths.at(root, params.outputs), params_file=Path(args.params))
     print(f"report written to {index} (and {index.parent / 'README.md'})")
     return 0
