@@ -58,6 +58,8 @@ QUICK_PARAM_OVERRIDES: dict[str, Any] = {
 QUICK_METRICS = {"count": 3, "height": 48, "width": 64}
 FULL_METRICS = {"count": 60, "height": 480, "width": 640}
 METRICS_TARGET_S = 60.0
+# Batched attribution vs the per-class loop in the headline case (C 9, steps 5, batch 8, 256x256).
+ATTRIBUTION_SPEEDUP_TARGETS: dict[str, float] = {"cpu": 1.5, "cuda": 5.0}
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,6 +383,13 @@ def targets(document: dict[str, Any]) -> dict[str, Any]:
 
         found["training/cache_speedup"] = {"target": f">= {CACHE_SPEEDUP_TARGET:g}x", "value": ratio,
                                            "met": ratio >= CACHE_SPEEDUP_TARGET}
+    from benchmarks.attribution import HEADLINE_CASE
+
+    headline = f"attribution/{HEADLINE_CASE.key}"
+    ratio = document.get("ratios", {}).get(headline)
+    if ratio is not None:
+        wanted = ATTRIBUTION_SPEEDUP_TARGETS["cuda" if str(document.get("device", "cpu")).startswith("cuda") else "cpu"]
+        found[headline] = {"target": f">= {wanted:g}x", "value": ratio, "met": ratio >= wanted}
     key = f"metrics/{FULL_METRICS['count']}x{FULL_METRICS['width']}x{FULL_METRICS['height']}"
     if key in document.get("cases", {}):
         value = document["cases"][key]["median_s"]
@@ -425,6 +434,6 @@ def format_summary(document: dict[str, Any]) -> str:
         lines += ["", "  ratios (slow / fast):"]
         lines += [f"    {key:<50} {value:8.2f}x" for key, value in document["ratios"].items()]
     for key, target in document.get("targets", {}).items():
-        lines.append(f"  target {key}: {target['target']}, got {target['value']:.3g} -> "
+        lines.append(f"  target {key}: {target['target']}, got {target['value']:.4g} -> "
                      f"{'met' if target['met'] else 'NOT met'}")
     return "\n".join(lines)

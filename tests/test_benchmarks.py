@@ -196,3 +196,13 @@ def test_profile_only_writes_the_top_operators(tmp_path: Path) -> None:
     assert "aten::" in text and "Self CPU" in text
     document = json.loads(out.read_text())
     assert document["cases"] == {} and document["files"]["profile"].endswith("profile-cpu-quick.txt")
+
+
+def test_targets_judge_the_headline_attribution_ratio_per_device() -> None:
+    from benchmarks.suite import targets
+
+    key = "attribution/C9-s5-b8-256x256"
+    assert targets({"device": "cpu", "ratios": {key: 1.495}})[key] == {"target": ">= 1.5x", "value": 1.495, "met": False}
+    assert targets({"device": "cpu", "ratios": {key: 1.6}})[key]["met"] is True
+    assert targets({"device": "cuda:0", "ratios": {key: 1.6}})[key] == {"target": ">= 5x", "value": 1.6, "met": False}
+    assert key not in targets({"device": "cpu", "ratios": {}})
