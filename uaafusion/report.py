@@ -695,7 +695,7 @@ def _provenance(paths: ProjectPaths) -> list[tuple[str, str]]:
     items: list[tuple[str, str]] = []
     commit = git_commit(paths.root)
     if commit:
-        items.append(("git commit", commit))
+        items.append(("git commit when this report was built (the training commit is on the MLflow run)", commit))
     if paths.mlflow_pointer.is_file():
         try:
             pointer = json.loads(paths.mlflow_pointer.read_text())
