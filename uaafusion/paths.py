@@ -29,13 +29,12 @@ class ProjectPaths:
 
         root = Path(root).resolve()
         outputs = outputs or OutputsConfig()
+        return cls(root=root, models=_under(root, outputs.models), fused=_under(root, outputs.fused),
+                   reports=_under(root, outputs.reports))
 
-        def place(folder: str) -> Path:
-            path = Path(folder).expanduser()
-            return path if path.is_absolute() else root / path
-
-        return cls(root=root, models=place(outputs.models), fused=place(outputs.fused),
-                   reports=place(outputs.reports))
+    def place(self, path: str | Path) -> Path:
+        """A path from the params (``~`` expanded): absolute as it is, relative under the project root."""
+        return _under(self.root, path)
 
     @property
     def params(self) -> Path:
@@ -82,6 +81,11 @@ class ProjectPaths:
     def training_plots(self) -> Path:
         """Training curves for ``dvc plots``: loss per step, metrics per round."""
         return self.reports / "training"
+
+
+def _under(root: Path, path: str | Path) -> Path:
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else root / path
 
 
 PROJECT_MARKER = "dvc.yaml"

@@ -147,8 +147,7 @@ def read_discussion(params: Params, paths: ProjectPaths) -> str:
     """
     if params.report.discussion is None:
         return ""
-    path = Path(params.report.discussion)
-    path = path if path.is_absolute() else paths.root / path
+    path = paths.place(params.report.discussion)
     try:
         return path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as error:
@@ -655,8 +654,7 @@ def _relative(path: Path, root: Path) -> str:
 # -- reproduction --------------------------------------------------------------------------------
 
 def _params_file_name(paths: ProjectPaths, params_file: Path | None = None) -> str:
-    path = paths.params if params_file is None else Path(params_file)
-    return _relative(path if path.is_absolute() else paths.root / path, paths.root)
+    return _relative(paths.params if params_file is None else paths.place(params_file), paths.root)
 
 
 def reproduce_commands(paths: ProjectPaths, params_file: Path | None = None,
@@ -791,11 +789,14 @@ def discussion_html(text: str) -> str:
             blocks.append("<ul>" + "".join(f"<li>{inline(item)}</li>" for item in items) + "</ul>")
             items.clear()
 
+    def code_block(lines: list[str]) -> str:
+        return "<pre>" + html.escape("\n".join(lines)) + "</pre>"
+
     for line in text.splitlines():
         stripped = line.strip()
         if code is not None:
             if stripped.startswith("```"):
-                blocks.append("<pre>" + html.escape("\n".join(code)) + "</pre>")
+                blocks.append(code_block(code))
                 code = None
             else:
                 code.append(line)
@@ -817,8 +818,8 @@ def discussion_html(text: str) -> str:
             if items:
                 flush()
             paragraph.append(stripped)
-    if code is not None:
-        blocks.append("<pre>" + html.escape("\n".join(code)) + "</pre>")
+    if code is not None:  # an unclosed fence runs to the end
+        blocks.append(code_block(code))
     flush()
     return "\n".join(blocks)
 

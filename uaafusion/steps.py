@@ -30,8 +30,7 @@ def uses_synthetic_data(params: Params, paths: ProjectPaths) -> bool:
 
 def resolve_data_root(params: Params, paths: ProjectPaths) -> Path:
     """``data.root`` as an absolute path (relative roots are relative to the project root)."""
-    root = Path(params.data.root).expanduser()
-    return (root if root.is_absolute() else paths.root / root).resolve()
+    return paths.place(params.data.root).resolve()
 
 
 def with_absolute_data_root(params: Params, paths: ProjectPaths) -> Params:
@@ -132,8 +131,7 @@ def evaluate_step(params: Params, paths: ProjectPaths) -> dict[str, dict[str, fl
         _generalisation_root(params, paths, name)  # fail before the long work, not after it
     fused_folders = fuse_test_split(params, paths, paths.model_checkpoint)
     for name, folder in params.evaluate.peers.items():
-        peer = Path(folder).expanduser()
-        fused_folders[name] = peer if peer.is_absolute() else (paths.root / peer).resolve()
+        fused_folders[name] = paths.place(folder).resolve()
     device = resolve_device(params.device)
     segmenter = load_models(paths.model_checkpoint, map_location=device).segmenter.to(device).eval()
     folders = layout_folders(params.data.layout,
@@ -192,8 +190,7 @@ def _generalisation_root(params: Params, paths: ProjectPaths, name: str) -> Path
     """The folder of ``evaluate.generalisation.<name>`` (relative to the project root); it must exist."""
     from uaafusion.errors import DataError
 
-    root = Path(params.evaluate.generalisation[name]).expanduser()
-    root = root if root.is_absolute() else (paths.root / root).resolve()
+    root = paths.place(params.evaluate.generalisation[name]).resolve()
     if not root.is_dir():
         raise DataError(f"{root}: folder of evaluate.generalisation.{name} not found; it needs ir/ and vi/ "
                         "subfolders of paired images. Fix the path or remove the entry from the params.")
