@@ -56,7 +56,8 @@ def per_class_loop_attribution(
 
     batch, num_classes = mask.shape[:2]
     scores = torch.zeros(batch, num_classes, dtype=image.dtype, device=image.device)
-    with gradients_enabled(), frozen_segmenter(segmenter):
+    segmenter = frozen_segmenter(segmenter)
+    with gradients_enabled():
         region = mask > 0.5
         for class_index in range(num_classes):
             images_with_class = torch.nonzero(region[:, class_index].flatten(1).any(dim=1)).flatten()

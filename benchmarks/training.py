@@ -145,11 +145,13 @@ class TrainingBench:
 
     def fusion_step(self, weights: tuple[torch.Tensor, torch.Tensor]) -> float:
         """One optimisation step of the fusion network (as ``stages._fusion_epoch``); returns the loss."""
+        from uaafusion.attribution import frozen_segmenter
+
         optimizer = self.fusion_optimizer
         optimizer.zero_grad(set_to_none=True)
         with _autocast(self.params, self.device):
             output = self.fusion(self.ir, self.vi, self.segmenter, mask=self.mask, weights=weights)
-            logits = self.segmenter(output.fused)
+            logits = frozen_segmenter(self.segmenter)(output.fused)
             terms = self.loss(output, self.ir, self.vi, logits, self.labels, self.roi)
         terms["total"].backward()
         if self.params.train.grad_clip > 0:

@@ -91,6 +91,10 @@ def test_value_outside_allowed_set_lists_allowed_values(tmp_path, raw, key, allo
     ({"synthetic": {"train": 0}}, "synthetic.train"),
     ({"train": {"lr_fusion": 0}}, "train.lr_fusion"),
     ({"loss": {"roi": -0.5}}, "loss.roi"),
+    ({"loss": {"class_balance": 1.5}}, "loss.class_balance"),
+    ({"loss": {"class_balance": -0.5}}, "loss.class_balance"),
+    ({"data": {"object_crops": 1.2}}, "data.object_crops"),
+    ({"data": {"layout": "msrs", "object_crops": 0.5}}, "data.object_crops"),
     ({"device": "gpu"}, "device"),
     ({"outputs": {"reports": " "}}, "outputs.reports"),
 ])

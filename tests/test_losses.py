@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from uaafusion.config import LossConfig
-from uaafusion.losses import FusionLoss, gradient_loss, intensity_loss, roi_loss, segmentation_loss
+from uaafusion.losses import (
+    FusionLoss,
+    class_balance_weights,
+    gradient_loss,
+    intensity_loss,
+    roi_loss,
+    segmentation_loss,
+)
 from uaafusion.models import FusionOutput
 
 
@@ -85,3 +93,36 @@ def test_fusion_loss_weights_and_reports_every_term():
     assert terms["total"].item() == pytest.approx(expected, rel=1e-6)
     no_segmentation = FusionLoss(LossConfig(segmentation=0.0), 255)(output, ir, vi)
     assert no_segmentation["segmentation"].item() == 0.0 and no_segmentation["roi"].item() == 0.0
+
+
+def test_class_balance_weights_by_hand():
+    counts = [900, 100, 0, 0]  # frequencies 0.9, 0.1; classes 2 and 3 never labelled
+    inverse_sqrt = class_balance_weights(counts, 0.5)
+    raw = np.array([0.9 ** -0.5, 0.1 ** -0.5])
+    expected = raw / (0.9 * raw[0] + 0.1 * raw[1])
+    assert inverse_sqrt[:2] == pytest.approx(expected) and inverse_sqrt[2:].tolist() == [0.0, 0.0]
+    assert float(np.dot([0.9, 0.1, 0, 0], inverse_sqrt)) == pytest.approx(1.0)  # average pixel weight 1
+    assert class_balance_weights(counts, 0.0).tolist() == [1.0, 1.0, 0.0, 0.0]
+    assert class_balance_weights(counts, 1.0)[:2] == pytest.approx([1 / 1.8, 5.0])  # 1 / (2 f_c): 2 classes present
+    for bad in ([], [0, 0], [3, -1]):
+        with pytest.raises(ValueError):
+            class_balance_weights(bad, 0.5)
+
+
+def test_weighted_cross_entropy_is_the_class_weighted_mean():
+    logits = torch.randn(1, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([[[0, 1], [1, 255]]])
+    weights = torch.tensor([1.0, 3.0, 7.0])
+    per_pixel = torch.nn.functional.cross_entropy(logits, labels, ignore_index=255, reduction="none")[0]
+    expected = (1.0 * per_pixel[0, 0] + 3.0 * per_pixel[0, 1] + 3.0 * per_pixel[1, 0]) / 7.0
+    assert segmentation_loss(logits, labels, 255, class_weights=weights).item() == pytest.approx(expected.item(), rel=1e-6)
+    ones = torch.ones(3)
+    assert segmentation_loss(logits, labels, 255, class_weights=ones).item() == pytest.approx(
+        segmentation_loss(logits, labels, 255).item(), rel=1e-6)
+    ignored = torch.full((1, 2, 2), 255)
+    assert segmentation_loss(logits, ignored, 255, dice_weight=1.0, class_weights=weights).item() == 0.0
+    fusion_terms = FusionLoss(LossConfig(segmentation=1.0), 255, class_weights=weights)(
+        FusionOutput(fused=torch.zeros(1, 1, 2, 2), weight_ir=torch.full((1, 1, 2, 2), 0.5),
+                     weight_vi=torch.full((1, 1, 2, 2), 0.5)),
+        torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), logits, labels)
+    assert fusion_terms["segmentation"].item() == pytest.approx(expected.item(), rel=1e-6)

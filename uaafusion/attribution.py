@@ -13,7 +13,8 @@ forward function that returns one score per copy (the copy's region mask and cla
 as ``additional_forward_args``). Classes absent from an image cost nothing.
 
 The segmenter runs in eval mode with ``requires_grad`` off for its parameters during attribution
-(nothing accumulates in ``.grad``); its mode and flags are restored afterwards. All functions
+(nothing accumulates in ``.grad``), as a copy with its BatchNorms folded into the convolutions
+(:func:`frozen_segmenter`); the segmenter passed in is not touched. All functions
 also work when the caller has gradients disabled (``torch.no_grad()``, ``torch.inference_mode()``).
 """
 
@@ -28,6 +29,7 @@ import torch
 from torch import nn
 
 from uaafusion.errors import ConfigError, DataError
+from uaafusion.folding import folded_for_inference, weights_signature
 
 ATTRIBUTION_METHODS: tuple[str, ...] = (
     "riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre",
@@ -46,20 +48,15 @@ CropBox = tuple[int, int, int, int]  # (top, left, height, width)
 # --------------------------------------------------------------------------------------------
 # Helpers shared with the fusion model
 # --------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def frozen_segmenter(segmenter: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and ``requires_grad=False`` for every parameter; both restored on exit."""
-    was_training = segmenter.training
-    flags = [(parameter, parameter.requires_grad) for parameter in segmenter.parameters()]
-    try:
-        segmenter.eval()
-        for parameter, _ in flags:
-            parameter.requires_grad_(False)
-        yield segmenter
-    finally:
-        for parameter, flag in flags:
-            parameter.requires_grad_(flag)
-        segmenter.train(was_training)
+def frozen_segmenter(segmenter: nn.Module) -> nn.Module:
+    """The segmenter as attribution and attention use it: eval mode, no parameter gradients.
+
+    Returns a copy with the BatchNorms folded into their convolutions
+    (:func:`~uaafusion.folding.folded_for_inference`: the same function, one elementwise
+    pass fewer per BatchNorm; rebuilt only when the segmenter's weights change). ``segmenter``
+    itself (its mode, ``requires_grad`` flags and ``.grad``) is not touched.
+    """
+    return folded_for_inference(segmenter)
 
 
 @contextlib.contextmanager
@@ -194,7 +191,8 @@ def region_attribution(
     if engine == "forward":
         return _forward_region_attribution(segmenter, image, mask, steps, method, internal_batch_size)
     batch, num_classes = mask.shape[:2]
-    with gradients_enabled(), frozen_segmenter(segmenter):
+    segmenter = frozen_segmenter(segmenter)
+    with gradients_enabled():
         scores = torch.zeros(batch, num_classes, dtype=image.dtype, device=image.device)
         image = _autograd_usable(image)
         region = _autograd_usable(mask) > 0.5
@@ -249,7 +247,8 @@ def _forward_region_attribution(
     step_weights = torch.tensor(step_sizes_of(steps), dtype=image.dtype, device=image.device)
     batch, num_classes = mask.shape[:2]
     height, width = image.shape[-2:]
-    with gradients_enabled(), frozen_segmenter(segmenter):
+    segmenter = frozen_segmenter(segmenter)
+    with gradients_enabled():
         image = _autograd_usable(image)
         region = (_autograd_usable(mask) > 0.5).to(image.dtype)  # (B, C, H, W)
         present = region.flatten(2).amax(dim=2) > 0  # (B, C)
@@ -350,7 +349,8 @@ def segmentation_score_gradient(segmenter: nn.Module, estimate: torch.Tensor, ma
     The segmenter runs frozen in eval mode (images do not interact), gradients are taken with
     respect to ``F`` only, and the result is detached (no graph, no parameter ``.grad``).
     """
-    with gradients_enabled(), frozen_segmenter(segmenter):
+    segmenter = frozen_segmenter(segmenter)
+    with gradients_enabled():
         point = _autograd_usable(estimate).requires_grad_(True)
         score = (segmenter(point) * _autograd_usable(mask).to(point.dtype)).sum()
         (gradient,) = torch.autograd.grad(score, point)
@@ -390,14 +390,6 @@ def segmenter_fingerprint(segmenter: nn.Module) -> str:
         if data.numel():
             digest.update(data.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-def _version_signature(segmenter: nn.Module) -> tuple[Any, ...]:
-    """Cheap identity of the current weights: storage, in-place version counter and shape of each tensor."""
-    return tuple(
-        (tensor.data_ptr(), tensor._version, tuple(tensor.shape))
-        for tensor in (*segmenter.parameters(), *segmenter.buffers())
-    )
 
 
 def _as_samples(value: torch.Tensor | Sequence[torch.Tensor], what: str) -> list[torch.Tensor]:
@@ -480,7 +472,7 @@ class WeightCache:
 
     def fingerprint(self, segmenter: nn.Module) -> str:
         """:func:`segmenter_fingerprint`, recomputed only when a tensor of the segmenter was replaced or modified in place."""
-        signature = (id(segmenter), _version_signature(segmenter))
+        signature = (id(segmenter), weights_signature(segmenter))
         if signature != self._signature or self._fingerprint is None:
             self._fingerprint = segmenter_fingerprint(segmenter)
             self._signature = signature

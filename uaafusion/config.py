@@ -22,6 +22,10 @@ Layout = Literal["msrs", "fmb", "boxes", "pairs"]
 
 @dataclass(frozen=True)
 class DataConfig:
+    """``object_crops``: share of training crops centred on a labelled box, with some jitter
+    (``boxes`` layout; 0 = uniform random crops). Small, rare objects then appear in many more
+    crops, which the segmenter needs to learn them at all."""
+
     layout: Layout = "msrs"
     root: str = "data/synthetic"
     train_split: str = "train"
@@ -33,6 +37,7 @@ class DataConfig:
     batch_size: int = 4
     num_workers: int = 0
     on_bad_input: Literal["strict", "skip"] = "strict"
+    object_crops: float = 0.0
 
     def check(self, prefix: str) -> None:
         _require(2 <= self.num_classes <= 256, f"{prefix}.num_classes", "an integer from 2 to 256", self.num_classes)
@@ -43,6 +48,10 @@ class DataConfig:
         _require(self.num_workers >= 0, f"{prefix}.num_workers", "an integer >= 0", self.num_workers)
         _require(not 0 <= self.ignore_index < self.num_classes, f"{prefix}.ignore_index",
                  f"an id outside 0..{self.num_classes - 1}", self.ignore_index)
+        _require(0.0 <= self.object_crops <= 1.0, f"{prefix}.object_crops",
+                 "a share in [0, 1] of training crops centred on a box (0 = uniform crops)", self.object_crops)
+        _require(self.object_crops == 0.0 or self.layout == "boxes", f"{prefix}.object_crops",
+                 "0 unless data.layout is boxes (crops are centred on the labelled boxes)", self.object_crops)
 
 
 @dataclass(frozen=True)
@@ -128,15 +137,24 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
+    """Weights of the loss terms. ``class_balance``: exponent ``p`` of the segmentation
+    cross-entropy's class weights ``w_c`` proportional to ``f_c ** -p`` (``f_c``: class ``c``'s share of
+    the labelled training pixels; 0 = plain cross-entropy); it lifts rare classes (people,
+    bicycles) that a segmenter would otherwise never predict."""
+
     intensity: float = 1.0
     gradient: float = 1.0
     segmentation: float = 0.1
     dice: float = 0.0
     roi: float = 0.0
+    class_balance: float = 0.0
 
     def check(self, prefix: str) -> None:
         for item in dataclasses.fields(self):
             _require(getattr(self, item.name) >= 0, f"{prefix}.{item.name}", "a weight >= 0", getattr(self, item.name))
+        _require(self.class_balance <= 1.0, f"{prefix}.class_balance",
+                 "an exponent in [0, 1] (0 = plain cross-entropy, 0.5 = 1/sqrt(frequency), 1 = 1/frequency)",
+                 self.class_balance)
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,10 @@ returns a scalar tensor and stays finite when a mask is empty (0, never NaN).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.nn.functional as functional
 
@@ -33,20 +35,30 @@ def gradient_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> to
 
 
 def segmentation_loss(
-    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255, dice_weight: float = 0.0
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    ignore_index: int = 255,
+    dice_weight: float = 0.0,
+    class_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cross-entropy of ``logits (B, C, H, W)`` against ``labels (B, H, W)``, plus ``dice_weight`` x soft Dice.
 
     Ignored pixels count for neither term. The cross-entropy is the mean over the valid pixels
-    (0 when every pixel is ignored). The soft Dice loss is ``1 - mean over classes of
-    (2 sum(p t) + 1) / (sum p + sum t + 1)`` over the valid pixels of the batch (softmax ``p``,
-    one-hot ``t``); it is 0 when every pixel is ignored.
+    (0 when every pixel is ignored); with ``class_weights (C,)`` (:func:`class_balance_weights`)
+    each pixel counts with its class's weight and the mean is taken over those weights. The soft
+    Dice loss is ``1 - mean over classes of (2 sum(p t) + 1) / (sum p + sum t + 1)`` over the valid
+    pixels of the batch (softmax ``p``, one-hot ``t``); it is 0 when every pixel is ignored.
     """
     labels = labels.long()
     valid = labels != ignore_index
-    valid_count = valid.sum()
-    cross_entropy = functional.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="sum")
-    loss = cross_entropy / valid_count.clamp(min=1).to(logits.dtype)
+    if class_weights is None:
+        total_weight = valid.sum().to(logits.dtype)
+    else:
+        class_weights = class_weights.to(device=logits.device, dtype=logits.dtype)
+        total_weight = class_weights[labels[valid]].sum()
+    cross_entropy = functional.cross_entropy(logits, labels, weight=class_weights, ignore_index=ignore_index,
+                                             reduction="sum")
+    loss = cross_entropy / total_weight.clamp(min=1e-12)
     if dice_weight > 0:
         num_classes = logits.shape[1]
         probabilities = torch.softmax(logits, dim=1) * valid.unsqueeze(1).to(logits.dtype)
@@ -59,6 +71,25 @@ def segmentation_loss(
         dice = (2 * overlap + 1.0) / (total + 1.0)
         loss = loss + dice_weight * (1.0 - dice.mean())
     return loss
+
+
+def class_balance_weights(pixel_counts: np.ndarray | Sequence[int], exponent: float) -> np.ndarray:
+    """Cross-entropy class weights ``w_c`` proportional to ``f_c ** -exponent`` from labelled pixels per class.
+
+    ``f_c`` is class ``c``'s share of the counted pixels. The weights are scaled so that the
+    average weight of a labelled pixel is 1 (``sum f_c w_c = 1``); classes with no pixel get 0
+    (no pixel is ever weighted by it). ``exponent`` 0 gives 1 for every present class.
+    """
+    counts = np.asarray(pixel_counts, dtype=np.float64)
+    if counts.ndim != 1 or counts.size == 0 or (counts < 0).any():
+        raise ValueError(f"pixel counts must be a non-empty list of counts >= 0, got {counts.tolist()}")
+    if counts.sum() <= 0:
+        raise ValueError("pixel counts are all 0: no labelled pixel to balance the classes on")
+    frequency = counts / counts.sum()
+    weights = np.zeros_like(frequency)
+    present = frequency > 0
+    weights[present] = frequency[present] ** -float(exponent)
+    return weights / float((frequency * weights).sum())
 
 
 def roi_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor, roi: torch.Tensor) -> torch.Tensor:
@@ -81,13 +112,15 @@ class FusionLoss:
     "roi", "total"}``: the terms unweighted, ``total`` = the weighted sum. ``logits`` are
     ``S(output.fused)`` (gradients flow through the frozen segmenter to the fused image); the
     segmentation term is the cross-entropy against ``labels`` (METHOD.md §3; Dice belongs to the
-    segmentation stage). ``logits``/``labels``/``roi`` may be None (their term is 0); terms with
+    segmentation stage), weighted by ``class_weights (C,)`` when given (``loss.class_balance``). ``logits``/``labels``/``roi`` may be None (their term is 0); terms with
     weight 0 are reported as 0 and not computed.
     """
 
-    def __init__(self, loss_config: LossConfig, ignore_index: int = 255) -> None:
+    def __init__(self, loss_config: LossConfig, ignore_index: int = 255,
+                 class_weights: torch.Tensor | None = None) -> None:
         self.config = loss_config
         self.ignore_index = ignore_index
+        self.class_weights = class_weights
 
     def __call__(
         self,
@@ -105,7 +138,7 @@ class FusionLoss:
             "intensity": intensity_loss(fused, ir, vi, output.weight_ir, output.weight_vi)
             if config.intensity > 0 else zero,
             "gradient": gradient_loss(fused, ir, vi) if config.gradient > 0 else zero,
-            "segmentation": segmentation_loss(logits, labels, self.ignore_index)
+            "segmentation": segmentation_loss(logits, labels, self.ignore_index, class_weights=self.class_weights)
             if config.segmentation > 0 and logits is not None and labels is not None else zero,
             "roi": roi_loss(fused, ir, vi, roi) if config.roi > 0 and roi is not None else zero,
         }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -246,3 +248,51 @@ def test_index_of_and_unknown_name(make_dataset, config_for):
     assert dataset.index_of("pair_01") == 1
     with pytest.raises(DataError, match="no sample named 'nope'"):
         dataset.boxes("nope")
+
+
+def test_object_crops_contain_a_box_and_uniform_crops_are_unchanged(make_dataset, config_for):
+    written = make_dataset("boxes", count=4, size=(120, 160), num_classes=4)
+    uniform = create_dataset(config_for(written.root, "boxes", num_classes=4, crop_size=32), "train", crop=True)
+    focused = create_dataset(config_for(written.root, "boxes", num_classes=4, crop_size=32, object_crops=1.0),
+                             "train", crop=True)
+    off = create_dataset(config_for(written.root, "boxes", num_classes=4, crop_size=32, object_crops=0.0),
+                         "train", crop=True)
+    for epoch in range(5):
+        for dataset in (uniform, focused, off):
+            dataset.set_epoch(epoch)
+        for index in range(len(focused)):
+            top, left, height, width = focused.crop_box(index)
+            assert 0 <= top <= 120 - height and 0 <= left <= 160 - width and (height, width) == (32, 32)
+            sample = focused[index]
+            assert int((sample["label"] > 0).sum()) > 0  # every crop holds part of a box
+            assert off.crop_box(index) == uniform.crop_box(index)  # 0 draws exactly the old crops
+    # Whole images (evaluation) never move: object_crops only applies to training crops.
+    whole = create_dataset(config_for(written.root, "boxes", num_classes=4, crop_size=32, object_crops=1.0),
+                           "train", crop=False)
+    assert whole.crop_box(0) == (0, 0, 120, 160)
+
+
+def test_object_crops_raise_the_share_of_labelled_pixels(make_dataset, config_for):
+    written = make_dataset("boxes", count=6, size=(240, 320), num_classes=4)
+    config = config_for(written.root, "boxes", num_classes=4, crop_size=32)
+
+    def object_share(share: float) -> float:
+        dataset = create_dataset(dataclasses.replace(config, object_crops=share), "train", crop=True)
+        labelled = total = 0
+        for epoch in range(8):
+            dataset.set_epoch(epoch)
+            for index in range(len(dataset)):
+                label = dataset[index]["label"]
+                labelled, total = labelled + int((label > 0).sum()), total + label.numel()
+        return labelled / total
+
+    assert object_share(1.0) > 2 * object_share(0.0)
+
+
+def test_class_pixel_counts_cover_every_labelled_pixel(make_dataset, config_for):
+    written = make_dataset("msrs", count=3, size=(20, 30), num_classes=5)
+    dataset = create_dataset(config_for(written.root, "msrs", num_classes=5), "train", crop=False)
+    expected = np.zeros(5, dtype=np.int64)
+    for label in written.labels.values():
+        expected += np.bincount(label.ravel(), minlength=5)
+    assert dataset.class_pixel_counts().tolist() == expected.tolist()

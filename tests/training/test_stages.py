@@ -69,6 +69,24 @@ def test_joint_schedule_trains(tiny_data: Path, tmp_path: Path) -> None:
     assert stages == {"pretrain", "joint"}
 
 
+def test_class_balance_weights_the_segmentation_loss_and_are_recorded(tiny_data: Path, tmp_path: Path) -> None:
+    plain = tiny_params(tiny_data)
+    balanced = tiny_params(tiny_data, **{"loss.class_balance": 0.5})
+    run_training(plain, tmp_path / "plain")
+    run_training(balanced, tmp_path / "balanced")
+    assert not (tmp_path / "plain" / "class_weights.json").exists()
+    record = json.loads((tmp_path / "balanced" / "class_weights.json").read_text())
+    counts, weights = record["pixel_counts"], record["weights"]
+    assert record["classes"] == list(balanced.data.class_names) and len(weights) == balanced.data.num_classes
+    frequencies = [count / sum(counts) for count in counts]
+    assert sum(f * w for f, w in zip(frequencies, weights)) == pytest.approx(1.0, rel=1e-4)
+    rarest = min((f, c) for c, f in enumerate(frequencies) if f > 0)[1]
+    commonest = max((f, c) for c, f in enumerate(frequencies))[1]
+    assert weights[rarest] > weights[commonest]
+    first_loss = [row["loss"] for row in read_history(tmp_path / "plain")["steps"]][0]
+    assert [row["loss"] for row in read_history(tmp_path / "balanced")["steps"]][0] != pytest.approx(first_loss)
+
+
 def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(
         tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from uaafusion.training import fusion_stage, pretrain_segmenter

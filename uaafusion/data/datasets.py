@@ -243,7 +243,7 @@ class FusionDataset(Dataset):
 
     def __init__(self, records: Sequence[SampleRecord], *, layout: str, num_classes: int, ignore_index: int,
                  crop_size: int = 0, seed: int = 0, skipped: Sequence[tuple[str, str]] = (),
-                 location: Path | None = None) -> None:
+                 location: Path | None = None, object_crops: float = 0.0) -> None:
         if not records:
             raise DataError(f"{location}: no usable samples.")
         self.records: list[SampleRecord] = list(records)
@@ -251,6 +251,7 @@ class FusionDataset(Dataset):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.crop_size = crop_size
+        self.object_crops = object_crops
         self.seed = seed
         self.epoch = 0
         self.location = location
@@ -323,15 +324,36 @@ class FusionDataset(Dataset):
         }
 
     def crop_box(self, index: int) -> tuple[int, int, int, int]:
-        """``(top, left, height, width)`` of sample ``index``'s crop this epoch, inside the image."""
+        """``(top, left, height, width)`` of sample ``index``'s crop this epoch, inside the image.
+
+        With ``object_crops > 0`` that share of the crops (of images with boxes) is centred on one
+        of the image's boxes, chosen at random, shifted by up to a quarter of the crop each way.
+        """
         record = self.records[index]
         if self.crop_size <= 0:
             return (0, 0, record.height, record.width)
         rng = np.random.default_rng([abs(self.seed), abs(self.epoch), index])
         crop_height, crop_width = min(self.crop_size, record.height), min(self.crop_size, record.width)
+        boxes = record.boxes or ()
+        if self.object_crops > 0 and boxes and rng.random() < self.object_crops:
+            box = boxes[int(rng.integers(len(boxes)))]
+            centre_row = (box.y0 + box.y1) / 2 + rng.uniform(-0.25, 0.25) * crop_height
+            centre_col = (box.x0 + box.x1) / 2 + rng.uniform(-0.25, 0.25) * crop_width
+            top = int(np.clip(round(centre_row - crop_height / 2), 0, record.height - crop_height))
+            left = int(np.clip(round(centre_col - crop_width / 2), 0, record.width - crop_width))
+            return (top, left, crop_height, crop_width)
         top = int(rng.integers(0, record.height - crop_height + 1))
         left = int(rng.integers(0, record.width - crop_width + 1))
         return (top, left, crop_height, crop_width)
+
+    def class_pixel_counts(self) -> np.ndarray:
+        """Labelled pixels per class over the whole images of this split: ``(num_classes,)`` int64."""
+        counts = np.zeros(self.num_classes, dtype=np.int64)
+        for record in self.records:
+            label = self._load_full(record)[3]
+            valid = label[label != self.ignore_index]
+            counts += np.bincount(valid.ravel(), minlength=self.num_classes)[:self.num_classes]
+        return counts
 
     def _load_full(self, record: SampleRecord) -> tuple[np.ndarray, ...]:
         """Full-size arrays: ir, vi ``(1,H,W)``, vi_crcb ``(2,H,W)``, roi ``(1,H,W)`` float32; label int64 ``(H,W)``."""
@@ -393,4 +415,5 @@ def create_dataset(data_config: DataConfig, split: str | None, crop: bool, seed:
                         f"{reasons}\nFix these files.")
     return FusionDataset(records, layout=layout, num_classes=data_config.num_classes,
                          ignore_index=data_config.ignore_index, crop_size=data_config.crop_size if crop else 0,
-                         seed=seed, skipped=skipped, location=split_dir)
+                         seed=seed, skipped=skipped, location=split_dir,
+                         object_crops=data_config.object_crops if crop else 0.0)

@@ -162,8 +162,8 @@ class UnfoldingFusionNet(nn.Module):
             raise DataError(f"ir and vi must both be (B, 1, H, W); got {tuple(ir.shape)} and {tuple(vi.shape)}")
         average = (ir + vi) / 2
         if mask is None:
-            with torch.no_grad(), frozen_segmenter(segmenter):
-                mask = mask_from_logits(segmenter(average.detach()))
+            with torch.no_grad():
+                mask = mask_from_logits(frozen_segmenter(segmenter)(average.detach()))
         if mask.dim() != 4 or mask.shape[0] != ir.shape[0] or mask.shape[-2:] != ir.shape[-2:]:
             raise DataError(f"mask must be (B, C, H, W) matching {tuple(ir.shape)}, got {tuple(mask.shape)}")
         mask = mask.to(ir.dtype)

@@ -56,6 +56,7 @@ class TrainingContext:
     run_dir: Path
     objects: TrainingObjects
     sink: MetricsSink
+    class_weights: torch.Tensor | None = None  # (C,) segmentation cross-entropy weights (loss.class_balance)
 
     @property
     def fusion(self) -> torch.nn.Module:
@@ -112,7 +113,32 @@ def open_training(params: Params, run_dir: Path, sink: MetricsSink | None = None
         LOGGER.info("resuming from %s (%d units done)", run_dir, len(objects.progress.completed))
     (run_dir / "params.json").parent.mkdir(parents=True, exist_ok=True)
     (run_dir / "params.json").write_text(json.dumps(params.to_dict(), indent=2))
-    return TrainingContext(params, device, run_dir, objects, sink or _ignore_sink)
+    class_weights = _class_weights(params, run_dir)
+    if class_weights is not None:
+        class_weights = class_weights.to(device)
+    return TrainingContext(params, device, run_dir, objects, sink or _ignore_sink, class_weights)
+
+
+def _class_weights(params: Params, run_dir: Path) -> torch.Tensor | None:
+    """Cross-entropy class weights from the training split's labelled pixels (``loss.class_balance``);
+    None when it is 0. Written to the run folder's ``class_weights.json`` with the pixel counts."""
+    from uaafusion.data.datasets import create_dataset
+    from uaafusion.losses import class_balance_weights
+
+    exponent = params.loss.class_balance
+    if exponent <= 0:
+        return None
+    counts = create_dataset(params.data, params.data.train_split, crop=False).class_pixel_counts()
+    if counts.sum() == 0:
+        raise TrainingError(f"loss.class_balance = {exponent}: the training split {params.data.train_split!r} "
+                            "has no labelled pixel to count; set loss.class_balance: 0 or add labels.")
+    weights = class_balance_weights(counts, exponent)
+    record = {"class_balance": exponent, "classes": list(params.data.class_names),
+              "pixel_counts": counts.tolist(), "weights": weights.round(6).tolist()}
+    (run_dir / "class_weights.json").write_text(json.dumps(record, indent=2))
+    LOGGER.info("segmentation class weights (class_balance %s): %s", exponent,
+                dict(zip(params.data.class_names, weights.round(3).tolist())))
+    return torch.tensor(weights, dtype=torch.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,7 +291,8 @@ def _segmenter_epoch(context: TrainingContext, unit: str, fused_store: dict[str,
             inputs.append(_crop_stored(fused_store, batch, context.device))
         optimizer.zero_grad(set_to_none=True)
         with _autocast(context):
-            losses = [segmentation_loss(segmenter(image), labels, params.data.ignore_index, params.loss.dice)
+            losses = [segmentation_loss(segmenter(image), labels, params.data.ignore_index, params.loss.dice,
+                                        context.class_weights)
                       for image in inputs]
             loss = torch.stack(losses).sum()
         _check_finite(context, unit, loss)
@@ -284,16 +311,17 @@ def _segmenter_epoch(context: TrainingContext, unit: str, fused_store: dict[str,
 
 def _fusion_epoch(context: TrainingContext, unit: str, weights: Mapping[str, torch.Tensor]) -> dict[str, float]:
     """One epoch of the fusion network; the segmenter is frozen but passes gradients to ``F``."""
-    from uaafusion.attribution import labels_to_one_hot
+    from uaafusion.attribution import frozen_segmenter, labels_to_one_hot
     from uaafusion.losses import FusionLoss
 
     params = context.params
     fusion, segmenter = context.fusion, context.segmenter
     _freeze(segmenter)
     segmenter.eval()
+    frozen = frozen_segmenter(segmenter)  # the segmenter does not change during this stage
     _unfreeze(fusion)
     fusion.train()
-    loss_function = FusionLoss(params.loss, params.data.ignore_index)
+    loss_function = FusionLoss(params.loss, params.data.ignore_index, context.class_weights)
     optimizer = context.objects.optimizers["fusion"]
     totals: dict[str, float] = {}
     batches = 0
@@ -304,7 +332,7 @@ def _fusion_epoch(context: TrainingContext, unit: str, weights: Mapping[str, tor
         optimizer.zero_grad(set_to_none=True)
         with _autocast(context):
             output = fusion(ir, vi, segmenter, mask=mask, weights=(weight_ir, 1.0 - weight_ir))
-            logits = segmenter(output.fused)
+            logits = frozen(output.fused)
             terms = loss_function(output, ir, vi, logits, labels, roi)
         loss = terms["total"]
         _check_finite(context, unit, loss)
@@ -322,12 +350,12 @@ def _fusion_epoch(context: TrainingContext, unit: str, weights: Mapping[str, tor
 
 def _joint_epoch(context: TrainingContext, unit: str) -> dict[str, float]:
     """One epoch of the joint schedule: fusion step (weights recomputed), then segmenter step."""
-    from uaafusion.attribution import modality_weights
+    from uaafusion.attribution import frozen_segmenter, modality_weights
     from uaafusion.losses import FusionLoss, segmentation_loss
 
     params = context.params
     fusion, segmenter = context.fusion, context.segmenter
-    loss_function = FusionLoss(params.loss, params.data.ignore_index)
+    loss_function = FusionLoss(params.loss, params.data.ignore_index, context.class_weights)
     fusion_optimizer = context.objects.optimizers["fusion"]
     segmenter_optimizer = context.objects.optimizers["segmenter"]
     totals: dict[str, float] = {}
@@ -347,7 +375,7 @@ def _joint_epoch(context: TrainingContext, unit: str) -> dict[str, float]:
         fusion_optimizer.zero_grad(set_to_none=True)
         with _autocast(context):
             output = fusion(ir, vi, segmenter, mask=mask, weights=(weight_ir, weight_vi))
-            terms = loss_function(output, ir, vi, segmenter(output.fused), labels, roi)
+            terms = loss_function(output, ir, vi, frozen_segmenter(segmenter)(output.fused), labels, roi)
         _check_finite(context, unit, terms["total"])
         terms["total"].backward()
         _clip(fusion, params.train.grad_clip)
@@ -359,7 +387,8 @@ def _joint_epoch(context: TrainingContext, unit: str) -> dict[str, float]:
         fused = output.fused.detach()
         segmenter_optimizer.zero_grad(set_to_none=True)
         with _autocast(context):
-            segmenter_loss = sum(segmentation_loss(segmenter(image), labels, params.data.ignore_index, params.loss.dice)
+            segmenter_loss = sum(segmentation_loss(segmenter(image), labels, params.data.ignore_index, params.loss.dice,
+                                                   context.class_weights)
                                  for image in (fused, ir, vi))
         _check_finite(context, unit, segmenter_loss)
         segmenter_loss.backward()
