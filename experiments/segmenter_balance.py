@@ -14,6 +14,10 @@ Default variants: ``plain`` (``loss.class_balance=0``, ``data.object_crops=0``: 
 run's settings), ``balanced`` (class weights ``1/sqrt(frequency)`` and half the crops centred on a
 box). ``--variant NAME:KEY=VALUE,KEY=VALUE`` replaces them. Run folders go under ``--work``
 (default ``checkpoints/experiments``); a variant already trained there is only scored again.
+
+``--fused NAME=FOLDER`` (repeatable) also scores each variant's segmenter on existing fused test
+images (box-mask IoU on the fused image and on each source, :func:`evaluate_folders`), e.g. the
+committed run's outputs and a peer's; folders that do not exist are skipped with a message.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import torch
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from uaafusion.config import Params, load_params  # noqa: E402
+from uaafusion.config import Params, load_params, parse_overrides  # noqa: E402
 from uaafusion.data.datasets import create_dataset  # noqa: E402
 from uaafusion.metrics.segmentation import ConfusionMatrix  # noqa: E402
 from uaafusion.paths import ProjectPaths, project_root_for  # noqa: E402
@@ -46,19 +50,11 @@ INPUTS = ("ir", "vi", "average")
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
-    """``"NAME:KEY=VALUE,KEY=VALUE"`` -> ``(NAME, {KEY: VALUE})``; values are read as YAML scalars."""
-    import yaml
-
+    """``"NAME:KEY=VALUE,KEY=VALUE"`` -> ``(NAME, {KEY: VALUE})``; values are read as YAML."""
     name, _, assignments = text.partition(":")
     if not name or not assignments:
         raise SystemExit(f"--variant {text!r}: expected NAME:KEY=VALUE[,KEY=VALUE...]")
-    overrides = {}
-    for assignment in assignments.split(","):
-        key, separator, value = assignment.partition("=")
-        if not separator:
-            raise SystemExit(f"--variant {text!r}: {assignment!r} is not KEY=VALUE")
-        overrides[key.strip()] = yaml.safe_load(value)
-    return name, overrides
+    return name, parse_overrides(assignments.split(","))
 
 
 def score_segmenter(segmenter: torch.nn.Module, params: Params, device: torch.device) -> dict[str, Any]:
@@ -86,7 +82,29 @@ def score_segmenter(segmenter: torch.nn.Module, params: Params, device: torch.de
     }
 
 
-def run_variant(name: str, overrides: dict[str, Any], work: Path, params_file: Path) -> dict[str, Any]:
+def score_fused_folders(segmenter: torch.nn.Module, params: Params, folders: dict[str, Path],
+                        device: torch.device) -> dict[str, Any]:
+    """IoU of ``segmenter`` (box masks or labels) on each folder's fused test images and on the sources."""
+    from uaafusion.data.datasets import layout_folders, split_directory
+    from uaafusion.metrics.evaluate import evaluate_folders
+
+    split = layout_folders(params.data.layout, split_directory(params.data.layout, params.data.root,
+                                                               params.data.test_split))
+    results = {}
+    for name, folder in folders.items():
+        if not folder.is_dir():
+            print(f"  fused folder {name}={folder} does not exist: skipped", flush=True)
+            continue
+        mean = evaluate_folders(split.ir, split.vi, folder, labels_dir=split.label, boxes_dir=split.boxes,
+                                segmenter=segmenter,
+                                num_classes=params.data.num_classes, class_names=params.data.class_names,
+                                ignore_index=params.data.ignore_index, device=device, progress=False)["mean"]
+        results[name] = {key: mean[key] for key in sorted(mean) if "IoU" in key}
+    return results
+
+
+def run_variant(name: str, overrides: dict[str, Any], work: Path, params_file: Path,
+                fused_folders: dict[str, Path]) -> dict[str, Any]:
     """Pretrain the segmenter of one variant (resuming a finished or killed run) and score it."""
     variant_params = load_params(params_file, {**overrides, "train.rounds": 0})
     variant_params = with_absolute_data_root(variant_params, ProjectPaths.at(project_root_for(params_file)))
@@ -98,6 +116,8 @@ def run_variant(name: str, overrides: dict[str, Any], work: Path, params_file: P
     result = {"overrides": overrides, "run_dir": str(run_dir), "train_seconds": round(seconds, 1),
               "pretrain_epochs": variant_params.train.pretrain_epochs,
               "scores": score_segmenter(context.segmenter, variant_params, context.device)}
+    if fused_folders:
+        result["fused"] = score_fused_folders(context.segmenter, variant_params, fused_folders, context.device)
     weights_file = run_dir / "class_weights.json"
     if weights_file.is_file():
         result["class_weights"] = json.loads(weights_file.read_text())
@@ -110,13 +130,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="reports/msrs/segmenter-balance.json", help="JSON to write")
     parser.add_argument("--work", default="checkpoints/experiments", help="run folders of the variants")
     parser.add_argument("--variant", action="append", default=[], help="NAME:KEY=VALUE[,KEY=VALUE...] (repeatable)")
+    parser.add_argument("--fused", action="append", default=[], metavar="NAME=FOLDER",
+                        help="fused test images to score each segmenter on (repeatable)")
     args = parser.parse_args(argv)
+    fused_folders = {name: Path(folder) for name, folder in parse_overrides(args.fused).items()}
     variants = dict(parse_variant(text) for text in args.variant) if args.variant else DEFAULT_VARIANTS
     params_file = Path(args.params).resolve()
     results = {}
     for name, overrides in variants.items():
         print(f"variant {name}: {overrides}", flush=True)
-        results[name] = run_variant(name, overrides, Path(args.work), params_file)
+        results[name] = run_variant(name, overrides, Path(args.work), params_file, fused_folders)
         scores = results[name]["scores"]
         print(json.dumps({source: {"mIoU": round(value["mIoU"], 4), **{k: round(v, 4) for k, v in value["iou"].items()}}
                           for source, value in scores.items()}), flush=True)

@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -215,13 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a param, e.g. -S train.rounds=1 (value parsed as YAML)")
     args = parser.parse_args(argv)
-    overrides = {}
-    for item in args.set:
-        key, separator, value = item.partition("=")
-        if not separator:
-            parser.error(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key] = yaml.safe_load(value)
-    from uaafusion.errors import UAAFusionError
+    from uaafusion.config import parse_overrides
+    from uaafusion.errors import ConfigError, UAAFusionError
+
+    try:
+        overrides = parse_overrides(args.set)
+    except ConfigError as error:
+        parser.error(str(error))
 
     try:
         pipeline(params_file=args.params, steps=[step for step in args.steps.split(",") if step],

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from uaafusion.config import DataConfig, Params, load_params, params_from_dict
+from uaafusion.config import DataConfig, Params, load_params, params_from_dict, parse_overrides
 from uaafusion.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -142,3 +143,11 @@ def test_presets_load_and_write_to_their_own_folders(preset):
     defaults = Params().outputs
     for name in ("models", "fused", "reports"):
         assert getattr(params.outputs, name) != getattr(defaults, name), f"{preset.name}: outputs.{name}"
+
+
+def test_parse_overrides_reads_yaml_values_and_names_a_bad_item():
+    assert parse_overrides(["train.rounds=1", "data.class_names=[a, b]", "report.discussion=null", "x.y=a=b"]) == {
+        "train.rounds": 1, "data.class_names": ["a", "b"], "report.discussion": None, "x.y": "a=b"}
+    for bad in ("train.rounds", "=1"):
+        with pytest.raises(ConfigError, match=re.escape(repr(bad))):
+            parse_overrides([bad])

@@ -293,7 +293,8 @@ def test_preset_report_goes_to_its_outputs_with_generalisation_tables_and_its_co
         for method, offset in (("ours", 0.5), ("average", 0.0), ("maximum", 0.2))}}}
     paths.generalisation.write_text(json.dumps(generalisation))
 
-    assert cli_main(["report", "--params", str(preset), "--root", str(tmp_path)]) == 0
+    # The run used an override: the report's parameters and its command say so.
+    assert cli_main(["report", "--params", str(preset), "--root", str(tmp_path), "-S", "loss.class_balance=0.25"]) == 0
     assert not (tmp_path / "reports" / "index.html").exists()
     html_text = (paths.reports / "index.html").read_text()
     markdown = (paths.reports / "README.md").read_text()
@@ -302,8 +303,12 @@ def test_preset_report_goes_to_its_outputs_with_generalisation_tables_and_its_co
     assert [row[0][0] for row in general[1:]] == ["ours", "average", "maximum"]
     assert column_best(general, "VIF") == {"ours"}
     assert "Generalisation: roadlike" in html_text and "Generalisation: roadlike" in markdown
-    assert "uaafusion train --params params/preset.yaml --steps prepare,train,evaluate,report" in markdown
+    assert ("uaafusion train --params params/preset.yaml --steps prepare,train,evaluate,report"
+            " -S loss.class_balance=0.25") in markdown
+    assert "class_balance: 0.25" in markdown
     assert "dvc repro\n" not in markdown
+    # A malformed override is refused (exit 2, message on stderr) before anything is built.
+    assert cli_main(["report", "--params", str(preset), "--root", str(tmp_path), "-S", "loss.class_balance"]) == 2
 
 
 def test_discussion_file_becomes_a_section_of_both_reports_and_a_missing_one_is_named(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -252,6 +253,21 @@ def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | No
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level.")
     return params_from_dict(raw, overrides, source=str(path))
+
+
+def parse_overrides(assignments: Sequence[str]) -> dict[str, Any]:
+    """Command-line ``KEY=VALUE`` strings (``-S train.rounds=1``) -> ``{"train.rounds": 1}``; values are
+    read as YAML scalars/lists. Raises :class:`ConfigError` naming an item without ``=``."""
+    overrides: dict[str, Any] = {}
+    for item in assignments:
+        key, separator, value = item.partition("=")
+        if not separator or not key.strip():
+            raise ConfigError(f"-S/--set expects KEY=VALUE (e.g. train.rounds=1), got {item!r}.")
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"-S {item!r}: the value is not valid YAML ({error}).") from error
+    return overrides
 
 
 def params_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None, source: str = "params") -> Params:

@@ -19,16 +19,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--root", type=Path, default=None,
                         help="project root holding reports/, data/ and models/ (default: the nearest folder above the "
                              "params file that holds dvc.yaml, else the params file's folder)")
+    parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a param override the run used (as given to 'uaafusion train -S'); it goes into the "
+                             "report's parameters and its reproduce command")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from uaafusion.config import load_params
+    from uaafusion.config import load_params, parse_overrides
     from uaafusion.paths import ProjectPaths, project_root_for
     from uaafusion.report import build_report
 
-    params = load_params(args.params)
+    overrides = parse_overrides(args.set)
+    params = load_params(args.params, overrides)
     root = args.root if args.root is not None else project_root_for(args.params)
-    index = build_report(params, ProjectPaths.at(root, params.outputs), params_file=Path(args.params))
+    index = build_report(params, ProjectPaths.at(root, params.outputs), params_file=Path(args.params),
+                         overrides=overrides or None)
     print(f"report written to {index} (and {index.parent / 'README.md'})")
     return 0
