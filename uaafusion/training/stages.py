@@ -121,21 +121,27 @@ def open_training(params: Params, run_dir: Path, sink: MetricsSink | None = None
 
 def _class_weights(params: Params, run_dir: Path) -> torch.Tensor | None:
     """Cross-entropy class weights from the training split's labelled pixels (``loss.class_balance``);
-    None when it is 0. Written to the run folder's ``class_weights.json`` with the pixel counts."""
+    None when it is 0. Written to the run folder's ``class_weights.json`` with the pixel counts, and
+    read back from it when the run is opened again (every stage opens it)."""
     from uaafusion.data.datasets import create_dataset
     from uaafusion.losses import class_balance_weights
 
     exponent = params.loss.class_balance
     if exponent <= 0:
         return None
+    record_file = run_dir / "class_weights.json"
+    if record_file.is_file():  # counted when this run folder was first opened (its params hash fixes the data)
+        record = json.loads(record_file.read_text())
+        if record.get("class_balance") == exponent and record.get("classes") == list(params.data.class_names):
+            return torch.tensor(record["weights"], dtype=torch.float32)
     counts = create_dataset(params.data, params.data.train_split, crop=False).class_pixel_counts()
     if counts.sum() == 0:
         raise TrainingError(f"loss.class_balance = {exponent}: the training split {params.data.train_split!r} "
                             "has no labelled pixel to count; set loss.class_balance: 0 or add labels.")
     weights = class_balance_weights(counts, exponent)
     record = {"class_balance": exponent, "classes": list(params.data.class_names),
-              "pixel_counts": counts.tolist(), "weights": weights.round(6).tolist()}
-    (run_dir / "class_weights.json").write_text(json.dumps(record, indent=2))
+              "pixel_counts": counts.tolist(), "weights": weights.tolist()}
+    record_file.write_text(json.dumps(record, indent=2))
     LOGGER.info("segmentation class weights (class_balance %s): %s", exponent,
                 dict(zip(params.data.class_names, weights.round(3).tolist())))
     return torch.tensor(weights, dtype=torch.float32)
