@@ -11,7 +11,9 @@ segmenter's parameters or buffers changed (an optimiser step, a loaded checkpoin
 another device). A BatchNorm is folded when, inside an ``nn.Sequential``, it directly follows a
 ``Conv2d`` or a ``Sequential`` whose last layer is a ``Conv2d`` (smp's separable convolution);
 every other BatchNorm stays as it is, in eval mode, so the copy always computes the same
-function as the segmenter in eval mode (up to float round-off).
+function as the segmenter in eval mode (up to float round-off). The copy that
+:func:`folded_for_inference` hands out also has its depthwise convolutions replaced by the frozen
+form of :mod:`uaafusion.depthwise` (faster input gradients, same values).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from uaafusion.depthwise import use_frozen_depthwise
 
 _FOLDED: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], nn.Module]]" = weakref.WeakKeyDictionary()
 
@@ -90,11 +94,14 @@ def weights_signature(network: nn.Module) -> tuple[Any, ...]:
 
 
 def folded_for_inference(network: nn.Module) -> nn.Module:
-    """The folded eval copy of ``network`` (:func:`fold_batchnorms`), rebuilt only when its weights changed."""
+    """The folded eval copy of ``network`` (:func:`fold_batchnorms`) with its frozen depthwise
+    convolutions in the faster form of :mod:`uaafusion.depthwise`; rebuilt only when the weights
+    of ``network`` changed."""
     signature = weights_signature(network)
     cached = _FOLDED.get(network)
     if cached is not None and cached[0] == signature:
         return cached[1]
     folded_network, _ = fold_batchnorms(network)
+    use_frozen_depthwise(folded_network)
     _FOLDED[network] = (signature, folded_network)
     return folded_network
