@@ -75,12 +75,16 @@ def test_quick_training_inference_and_metrics_cases(quick_document: tuple[dict, 
     document, _ = quick_document
     cases = document["cases"]
     cached, uncached = cases["training/fusion_step_cached"], cases["training/fusion_step_uncached"]
+    uncached_captum = cases["training/fusion_step_uncached_captum"]  # the params' engine is "forward"
     segmentation = cases["training/segmentation_step"]
+    assert uncached["attribution_engine"] == "forward" and uncached_captum["attribution_engine"] == "captum"
     assert cached["batch"] == 2 and cached["crop_size"] == 32 and cached["height"] == cached["width"] == 32
     assert cached["cache"]["misses"] == 2 and cached["cache"]["hits"] >= 3  # warm-up + 2 repeats, all hits
-    for case in (cached, uncached, segmentation):
+    for case in (cached, uncached, uncached_captum, segmentation):
         assert case["images_per_s"] == pytest.approx(case["batch"] / case["median_s"])
     assert document["ratios"]["training/cache_speedup"] == pytest.approx(uncached["median_s"] / cached["median_s"])
+    assert document["ratios"]["training/cache_speedup_vs_captum"] == pytest.approx(
+        uncached_captum["median_s"] / cached["median_s"])
     assert document["targets"]["training/cache_speedup"]["met"] == (document["ratios"]["training/cache_speedup"] >= 5)
     for width, height in ((64, 48), (96, 80)):
         case = cases[f"inference/{width}x{height}"]

@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO_ROOT, write_tiny_params
-from uaafusion.config import load_params
-from uaafusion.data.synthetic import write_synthetic_dataset
-
-sys.path.insert(0, str(REPO_ROOT))
-from experiments.segmenter_balance import main, parse_variant  # noqa: E402
+from experiments.segmenter_balance import main, parse_variant
+from uaafusion.config import Params
 
 
-def test_variants_are_pretrained_scored_per_class_and_recorded(tmp_path: Path) -> None:
-    data_root = tmp_path / "synthetic"
-    params_file = write_tiny_params(tmp_path / "params.yaml", **{"data.root": str(data_root)})
-    params = load_params(params_file)
-    write_synthetic_dataset(params.synthetic, data_root)
+def test_variants_are_pretrained_scored_per_class_and_recorded(tiny_project: tuple[Path, Params], tmp_path: Path,
+                                                               ) -> None:
+    params_file, params = tiny_project
     out = tmp_path / "balance.json"
     arguments = ["--params", str(params_file), "--out", str(out), "--work", str(tmp_path / "work"),
                  "--variant", "plain:loss.class_balance=0", "--variant", "balanced:loss.class_balance=0.5",

@@ -87,6 +87,37 @@ def test_class_balance_weights_the_segmentation_loss_and_are_recorded(tiny_data:
     assert [row["loss"] for row in read_history(tmp_path / "balanced")["steps"]][0] != pytest.approx(first_loss)
 
 
+def test_segmentation_stage_trains_on_fused_images_made_as_inference_makes_them(tiny_data: Path, tmp_path: Path,
+                                                                            ) -> None:
+    from uaafusion.data.datasets import create_dataset
+    from uaafusion.inference import fuse_luma
+    from uaafusion.training.stages import (
+        _fused_image_store, _round_weights, fusion_stage, open_training, pretrain_segmenter)
+
+    params = tiny_params(tiny_data, **{"train.fused_mask": "predicted"})
+    assert tiny_params(tiny_data).train.fused_mask == "labels"  # the default: as the fusion stage
+    pretrain_segmenter(params, tmp_path / "run")
+    fusion_stage(params, tmp_path / "run", 1)
+    context = open_training(params, tmp_path / "run")
+    predicted = _fused_image_store(context, None)
+    labelled = _fused_image_store(context, _round_weights(context, 1))
+    dataset = create_dataset(params.data, params.data.train_split, crop=False)
+    assert sorted(predicted) == sorted(dataset.names)
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        with torch.no_grad():
+            expected = fuse_luma(context.fusion, context.segmenter, sample["ir"][None], sample["vi"][None]).fused[0]
+        assert torch.allclose(predicted[sample["name"]], expected, atol=1e-6)
+    # The label mask changes the fused images (weights per labelled region): a different training input.
+    assert any(not torch.allclose(labelled[name], predicted[name], atol=1e-4) for name in predicted)
+
+    losses = {}
+    for mode in ("predicted", "labels"):
+        run_training(tiny_params(tiny_data, **{"train.fused_mask": mode}), tmp_path / mode)
+        losses[mode] = [row["loss_fused"] for row in read_history(tmp_path / mode)["steps"] if "loss_fused" in row]
+    assert losses["predicted"] and losses["predicted"] != pytest.approx(losses["labels"])
+
+
 def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(
         tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from uaafusion.training import fusion_stage, pretrain_segmenter

@@ -187,7 +187,8 @@ def segmentation_stage(params: Params, run_dir: Path, round_index: int, sink: Me
     units = [f"round-{round_index}/segmentation/epoch-{epoch}" for epoch in range(1, params.train.segmentation_epochs + 1)]
     if all(context.progress.done(unit) for unit in units):
         return {}
-    fused_store = _fused_image_store(context, _round_weights(context, round_index))
+    weights = _round_weights(context, round_index) if params.train.fused_mask == "labels" else None
+    fused_store = _fused_image_store(context, weights)
     last: dict[str, float] = {}
     for epoch, unit in enumerate(units, start=1):
         if context.progress.done(unit):
@@ -501,8 +502,18 @@ def _round_weights(context: TrainingContext, round_index: int) -> Mapping[str, t
     return store
 
 
-def _fused_image_store(context: TrainingContext, weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Fused image ``(1, H, W)`` of every full training image from the frozen fusion network."""
+def _fused_image_store(context: TrainingContext, weights: Mapping[str, torch.Tensor] | None,
+                       ) -> dict[str, torch.Tensor]:
+    """Fused image ``(1, H, W)`` of every full training image from the frozen fusion network.
+
+    ``weights`` (this round's label-mask weights) given: fused with the label mask, as the fusion
+    stage sees them (``train.fused_mask: labels``, the default); the label regions then show in the
+    fused images (``experiments/mask_source.py``). None: fused as inference does, from the
+    segmenter's own mask ``argmax S((I+V)/2)`` (``train.fused_mask: predicted``), so the segmenter
+    trains on the kind of fused image it is evaluated on, with no trace of the labels.
+    """
+    from uaafusion.inference import fuse_luma
+
     params = context.params
     fusion, segmenter = context.fusion, context.segmenter
     fusion.eval()
@@ -513,11 +524,15 @@ def _fused_image_store(context: TrainingContext, weights: Mapping[str, torch.Ten
         sample = dataset[index]
         ir = sample["ir"][None].to(context.device)
         vi = sample["vi"][None].to(context.device)
-        labels = sample["label"][None].to(context.device)
-        mask = attribution_mask(segmenter, ir, vi, labels, params.data.num_classes, params.data.ignore_index)
-        weight_ir = weights[sample["name"]][None].to(context.device)
-        with torch.no_grad():
-            output = fusion(ir, vi, segmenter, mask=mask, weights=(weight_ir, 1.0 - weight_ir))
+        if weights is None:
+            with torch.no_grad():
+                output = fuse_luma(fusion, segmenter, ir, vi)
+        else:
+            labels = sample["label"][None].to(context.device)
+            mask = attribution_mask(segmenter, ir, vi, labels, params.data.num_classes, params.data.ignore_index)
+            weight_ir = weights[sample["name"]][None].to(context.device)
+            with torch.no_grad():
+                output = fusion(ir, vi, segmenter, mask=mask, weights=(weight_ir, 1.0 - weight_ir))
         store[sample["name"]] = output.fused[0].detach().cpu()
     return store
 

@@ -1,0 +1,117 @@
+"""Does the class mask behind the fused image decide what the segmenter finds in it?
+
+Training fuses with the class mask taken from the labels (METHOD.md: the attribution weights are
+constant per labelled region, and the attention gradients are taken against that mask); inference
+can only use ``argmax S((I+V)/2)``. With box labels the label mask draws each box into the
+training fused images (the weights jump at the box edges), so a segmenter trained on those
+images may learn the boxes from the fusion instead of from the scene. This experiment fuses the
+same images of a trained model both ways and scores its segmenter on each, per class, next to the
+infrared and the visible image alone:
+
+    python experiments/mask_source.py --params params/msrs-boxes.yaml \\
+        --out reports/msrs/mask-source.json
+
+``--checkpoint`` defaults to the preset's ``outputs.models``/``uaafusion.pt``; ``--split`` (repeatable)
+defaults to the test split; ``--limit N`` scores only the first N images of each split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from uaafusion.attribution import labels_to_one_hot  # noqa: E402
+from uaafusion.config import Params, load_params  # noqa: E402
+from uaafusion.data.datasets import create_dataset  # noqa: E402
+from uaafusion.device import resolve_device  # noqa: E402
+from uaafusion.inference import fuse_luma, load_models_for_inference  # noqa: E402
+from uaafusion.metrics.segmentation import ConfusionMatrix  # noqa: E402
+from uaafusion.paths import ProjectPaths, project_root_for  # noqa: E402
+from uaafusion.steps import with_absolute_data_root  # noqa: E402
+
+INPUTS = ("ir", "vi", "fused_predicted_mask", "fused_label_mask")
+
+
+def score_mask_sources(fusion: torch.nn.Module, segmenter: torch.nn.Module, params: Params, split: str,
+                       device: torch.device, limit: int | None = None) -> dict[str, Any]:
+    """Per-class IoU and mIoU of ``segmenter`` on the whole images of ``split``: each source alone,
+    the image fused with the predicted mask (as ``uaafusion fuse`` does) and with the label mask
+    (as training does); plus the mean absolute difference of the two fused images inside and
+    outside the labelled objects (label id > 0)."""
+    data = params.data
+    dataset = create_dataset(data, split, crop=False)
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    confusions = {name: ConfusionMatrix(data.num_classes, data.ignore_index) for name in INPUTS}
+    difference = {"objects": [0.0, 0], "background": [0.0, 0]}
+    segmenter.eval()
+    for index in range(count):
+        sample = dataset[index]
+        ir, vi = sample["ir"][None].to(device), sample["vi"][None].to(device)
+        labels = sample["label"][None].to(device)
+        label_mask = labels_to_one_hot(labels, data.num_classes, data.ignore_index)
+        with torch.no_grad():
+            predicted = fuse_luma(fusion, segmenter, ir, vi).fused
+            fusion.eval()
+            labelled = fusion(ir, vi, segmenter, mask=label_mask).fused
+            images = {"ir": ir, "vi": vi, "fused_predicted_mask": predicted, "fused_label_mask": labelled}
+            for name, image in images.items():
+                prediction = segmenter(image).argmax(dim=1)[0].cpu()
+                confusions[name].update(prediction.numpy(), sample["label"].numpy())
+        gap = (predicted - labelled).abs()[0, 0].cpu()
+        objects = (sample["label"] > 0) & (sample["label"] != data.ignore_index)
+        for region, where in (("objects", objects), ("background", ~objects)):
+            difference[region][0] += float(gap[where].sum())
+            difference[region][1] += int(where.sum())
+    names = list(data.class_names)
+    return {
+        "images": count,
+        "scores": {name: {"mIoU": float(confusions[name].miou()),
+                          "iou": dict(zip(names, (float(value) for value in confusions[name].per_class_iou())))}
+                   for name in INPUTS},
+        "mean_abs_difference_of_the_fused_images": {
+            region: (total / pixels if pixels else None) for region, (total, pixels) in difference.items()},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--params", default="params/msrs-boxes.yaml", help="the preset the model was trained with")
+    parser.add_argument("--checkpoint", default=None, help="default: <outputs.models>/uaafusion.pt of the preset")
+    parser.add_argument("--split", action="append", default=[], help="splits to score (default: the test split)")
+    parser.add_argument("--limit", type=int, default=None, help="score only the first N images of each split")
+    parser.add_argument("--out", default="reports/msrs/mask-source.json", help="JSON to write")
+    args = parser.parse_args(argv)
+    params_file = Path(args.params).resolve()
+    params = load_params(params_file)
+    paths = ProjectPaths.at(project_root_for(params_file), params.outputs)
+    params = with_absolute_data_root(params, paths)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else paths.models / "uaafusion.pt"
+    device = resolve_device(params.device)
+    models = load_models_for_inference(checkpoint, device)
+    started = time.perf_counter()
+    results = {}
+    for split in args.split or [params.data.test_split]:
+        print(f"split {split}", flush=True)
+        results[split] = score_mask_sources(models.fusion, models.segmenter, params, split, device, args.limit)
+        print(json.dumps({name: round(value["mIoU"], 4) for name, value in results[split]["scores"].items()}),
+              flush=True)
+    document = {"params": args.params, "checkpoint": str(checkpoint),
+                "command": " ".join(["python", "experiments/mask_source.py", *sys.argv[1:]]),
+                "seconds": round(time.perf_counter() - started, 1), "torch": torch.__version__, "splits": results}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(document, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,32 @@
+"""``experiments/mask_source.py`` on the tiny synthetic data: both fused variants scored per class."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from experiments.mask_source import INPUTS, main
+from uaafusion.config import Params
+from uaafusion.models import save_models
+from uaafusion.training.builders import build_models, model_spec
+
+
+def test_fuses_with_both_masks_and_scores_every_input(tiny_project: tuple[Path, Params], tmp_path: Path) -> None:
+    params_file, params = tiny_project
+    fusion, segmenter = build_models(params, torch.device("cpu"))
+    checkpoint = save_models(tmp_path / "models" / "uaafusion.pt", fusion, segmenter, model_spec(params))
+    out = tmp_path / "mask-source.json"
+    assert main(["--params", str(params_file), "--checkpoint", str(checkpoint), "--out", str(out),
+                 "--split", "test", "--split", "train", "--limit", "2"]) == 0
+    document = json.loads(out.read_text())
+    assert set(document["splits"]) == {"test", "train"}
+    for result in document["splits"].values():
+        assert result["images"] == 2
+        assert set(result["scores"]) == set(INPUTS)
+        for scores in result["scores"].values():
+            assert 0.0 <= scores["mIoU"] <= 1.0 and list(scores["iou"]) == list(params.data.class_names)
+        gap = result["mean_abs_difference_of_the_fused_images"]
+        # An untrained segmenter's predicted mask is not the label mask: the two fused images differ.
+        assert gap["objects"] > 0 and gap["background"] >= 0
