@@ -5,8 +5,9 @@ constant per labelled region, and the attention gradients are taken against that
 can only use ``argmax S((I+V)/2)``. With box labels the label mask draws each box into the
 training fused images (the weights jump at the box edges), so a segmenter trained on those
 images may learn the boxes from the fusion instead of from the scene. This experiment fuses the
-same images of a trained model both ways and scores its segmenter on each, per class, next to the
-infrared and the visible image alone:
+same images of a trained model both ways, and with two label-free alternatives to the inference
+mask (``argmax S(I)`` of the infrared image; ``argmax S(F)`` of the first fused image), and scores
+its segmenter on each, per class, next to the infrared and the visible image alone:
 
     python experiments/mask_source.py --params params/msrs-boxes.yaml \\
         --out reports/msrs/mask-source.json
@@ -29,7 +30,7 @@ import torch
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from uaafusion.attribution import labels_to_one_hot  # noqa: E402
+from uaafusion.attribution import labels_to_one_hot, mask_from_logits  # noqa: E402
 from uaafusion.config import Params, load_params  # noqa: E402
 from uaafusion.data.datasets import create_dataset  # noqa: E402
 from uaafusion.device import resolve_device  # noqa: E402
@@ -38,15 +39,17 @@ from uaafusion.metrics.segmentation import ConfusionMatrix  # noqa: E402
 from uaafusion.paths import ProjectPaths, project_root_for  # noqa: E402
 from uaafusion.steps import with_absolute_data_root  # noqa: E402
 
-INPUTS = ("ir", "vi", "fused_predicted_mask", "fused_label_mask")
+INPUTS = ("ir", "vi", "fused_predicted_mask", "fused_label_mask", "fused_infrared_mask", "fused_second_pass_mask")
 
 
 def score_mask_sources(fusion: torch.nn.Module, segmenter: torch.nn.Module, params: Params, split: str,
                        device: torch.device, limit: int | None = None) -> dict[str, Any]:
     """Per-class IoU and mIoU of ``segmenter`` on the whole images of ``split``: each source alone,
-    the image fused with the predicted mask (as ``uaafusion fuse`` does) and with the label mask
-    (as training does); plus the mean absolute difference of the two fused images inside and
-    outside the labelled objects (label id > 0)."""
+    the image fused with the predicted mask (as ``uaafusion fuse`` does: ``argmax S((I+V)/2)``),
+    with the label mask (as training does), with ``argmax S(I)`` (the infrared image's mask) and
+    with ``argmax S(F)`` of the first fused image (a second pass); plus the mean absolute difference
+    of the predicted-mask and label-mask fused images inside and outside the labelled objects
+    (label id > 0)."""
     data = params.data
     dataset = create_dataset(data, split, crop=False)
     count = len(dataset) if limit is None else min(limit, len(dataset))
@@ -62,7 +65,11 @@ def score_mask_sources(fusion: torch.nn.Module, segmenter: torch.nn.Module, para
             predicted = fuse_luma(fusion, segmenter, ir, vi).fused
             fusion.eval()
             labelled = fusion(ir, vi, segmenter, mask=label_mask).fused
-            images = {"ir": ir, "vi": vi, "fused_predicted_mask": predicted, "fused_label_mask": labelled}
+            infrared_mask = mask_from_logits(segmenter(ir))
+            from_infrared = fusion(ir, vi, segmenter, mask=infrared_mask).fused
+            second_pass = fusion(ir, vi, segmenter, mask=mask_from_logits(segmenter(predicted))).fused
+            images = {"ir": ir, "vi": vi, "fused_predicted_mask": predicted, "fused_label_mask": labelled,
+                      "fused_infrared_mask": from_infrared, "fused_second_pass_mask": second_pass}
             for name, image in images.items():
                 prediction = segmenter(image).argmax(dim=1)[0].cpu()
                 confusions[name].update(prediction.numpy(), sample["label"].numpy())
