@@ -30,6 +30,7 @@ import torch
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from experiments.record import write_record  # noqa: E402
 from uaafusion.attribution import labels_to_one_hot, mask_from_logits  # noqa: E402
 from uaafusion.config import Params, load_params  # noqa: E402
 from uaafusion.data.datasets import create_dataset  # noqa: E402
@@ -55,6 +56,7 @@ def score_mask_sources(fusion: torch.nn.Module, segmenter: torch.nn.Module, para
     count = len(dataset) if limit is None else min(limit, len(dataset))
     confusions = {name: ConfusionMatrix(data.num_classes, data.ignore_index) for name in INPUTS}
     difference = {"objects": [0.0, 0], "background": [0.0, 0]}
+    fusion.eval()
     segmenter.eval()
     for index in range(count):
         sample = dataset[index]
@@ -63,7 +65,6 @@ def score_mask_sources(fusion: torch.nn.Module, segmenter: torch.nn.Module, para
         label_mask = labels_to_one_hot(labels, data.num_classes, data.ignore_index)
         with torch.no_grad():
             predicted = fuse_luma(fusion, segmenter, ir, vi).fused
-            fusion.eval()
             labelled = fusion(ir, vi, segmenter, mask=label_mask).fused
             infrared_mask = mask_from_logits(segmenter(ir))
             from_infrared = fusion(ir, vi, segmenter, mask=infrared_mask).fused
@@ -111,12 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         results[split] = score_mask_sources(models.fusion, models.segmenter, params, split, device, args.limit)
         print(json.dumps({name: round(value["mIoU"], 4) for name, value in results[split]["scores"].items()}),
               flush=True)
-    document = {"params": args.params, "checkpoint": str(checkpoint),
-                "command": " ".join(["python", "experiments/mask_source.py", *sys.argv[1:]]),
-                "seconds": round(time.perf_counter() - started, 1), "torch": torch.__version__, "splits": results}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(document, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_record(args.out, "mask_source.py", args.params, checkpoint=str(checkpoint),
+                 seconds=round(time.perf_counter() - started, 1), splits=results)
     return 0
 
 

@@ -34,6 +34,7 @@ import torch
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from experiments.record import write_record  # noqa: E402
 from uaafusion.config import Params, load_params, parse_overrides  # noqa: E402
 from uaafusion.data.datasets import create_dataset  # noqa: E402
 from uaafusion.metrics.segmentation import ConfusionMatrix  # noqa: E402
@@ -143,11 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         scores = results[name]["scores"]
         print(json.dumps({source: {"mIoU": round(value["mIoU"], 4), **{k: round(v, 4) for k, v in value["iou"].items()}}
                           for source, value in scores.items()}), flush=True)
-    document = {"params": args.params, "command": " ".join(["python", "experiments/segmenter_balance.py", *sys.argv[1:]]),
-                "torch": torch.__version__, "variants": results}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(document, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_record(args.out, "segmenter_balance.py", args.params, variants=results)
     return 0
 
 
