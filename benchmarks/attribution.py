@@ -1,7 +1,7 @@
 """Benchmark of the batched attribution (:mod:`uaafusion.attribution`).
 
 Compares the batched attribution (one pass over every (image, present class) copy: Captum's
-``IntegratedGradients`` or the forward-mode engine) with a per-class loop that already batches
+``IntegratedGradients``, the reverse-mode or the forward-mode engine) with a per-class loop that already batches
 the images (one Captum call per class: the published code's structure, minus its per-image Python
 loop). Both compute the same numbers; that is checked on every run.
 
@@ -269,7 +269,7 @@ def benchmark_weights_case(
     device: torch.device | str = "cpu",
     repeats: int = 3,
     warmup: int = 1,
-    engines: Sequence[str] = ("forward",),
+    engines: Sequence[str] = ("reverse",),
     method: str = "riemann_right",
     internal_batch_size: int | None = 32,
     arch: str = "DeepLabV3Plus",
@@ -331,7 +331,7 @@ def run_weights_grid(
     device: torch.device | str = "cpu",
     repeats: int = 3,
     warmup: int = 1,
-    engines: Sequence[str] = ("forward",),
+    engines: Sequence[str] = ("reverse",),
     method: str = "riemann_right",
     internal_batch_size: int | None = 32,
     arch: str = "DeepLabV3Plus",

@@ -83,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--headline-only", action="store_true",
                         help="attribution: only the headline case (C9, steps 5, batch 8, 256x256)")
     parser.add_argument("--engines", default=None,
-                        help="attribution engines of the batched variants, comma-separated (forward, captum; "
+                        help="attribution engines of the batched variants, comma-separated (reverse, forward, captum; "
                              "default: the params' engine; on CUDA all engines, the params' first)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per case (default 3; 2 with --quick)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs before the timed ones (default 1)")
@@ -116,9 +116,11 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m benchmarks``."""
+    from uaafusion.allocator import keep_freed_memory
     from uaafusion.errors import UAAFusionError
 
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     try:
         return run(args)
     except UAAFusionError as error:

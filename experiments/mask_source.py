@@ -2,11 +2,13 @@
 
 Training fuses with the class mask taken from the labels (METHOD.md: the attribution weights are
 constant per labelled region, and the attention gradients are taken against that mask); inference
-can only use ``argmax S((I+V)/2)``. With box labels the label mask draws each box into the
+uses a label-free mask (``model.fusion.inference_mask``: ``argmax S((I+V)/2)`` or
+``argmax S(I)``). With box labels the label mask draws each box into the
 training fused images (the weights jump at the box edges), so a segmenter trained on those
 images may learn the boxes from the fusion instead of from the scene. This experiment fuses the
-same images of a trained model both ways, and with two label-free alternatives to the inference
-mask (``argmax S(I)`` of the infrared image; ``argmax S(F)`` of the first fused image), and scores
+same images of a trained model both ways, and with each label-free mask (``argmax S((I+V)/2)``
+of the pixel average, ``argmax S(I)`` of the infrared image, ``argmax S(F)`` of the image fused as
+inference does), and scores
 its segmenter on each, per class, next to the infrared and the visible image alone:
 
     python experiments/mask_source.py --params params/msrs-boxes.yaml \\
@@ -40,15 +42,17 @@ from uaafusion.metrics.segmentation import ConfusionMatrix  # noqa: E402
 from uaafusion.paths import ProjectPaths, project_root_for  # noqa: E402
 from uaafusion.steps import with_absolute_data_root  # noqa: E402
 
-INPUTS = ("ir", "vi", "fused_predicted_mask", "fused_label_mask", "fused_infrared_mask", "fused_second_pass_mask")
+INPUTS = ("ir", "vi", "fused_predicted_mask", "fused_label_mask", "fused_average_mask", "fused_infrared_mask",
+          "fused_second_pass_mask")
 
 
 def score_mask_sources(fusion: torch.nn.Module, segmenter: torch.nn.Module, params: Params, split: str,
                        device: torch.device, limit: int | None = None) -> dict[str, Any]:
     """Per-class IoU and mIoU of ``segmenter`` on the whole images of ``split``: each source alone,
-    the image fused with the predicted mask (as ``uaafusion fuse`` does: ``argmax S((I+V)/2)``),
-    with the label mask (as training does), with ``argmax S(I)`` (the infrared image's mask) and
-    with ``argmax S(F)`` of the first fused image (a second pass); plus the mean absolute difference
+    the image fused with the predicted mask (as ``uaafusion fuse`` does: the model's
+    ``inference_mask``), with the label mask (as training does), with ``argmax S((I+V)/2)`` (the
+    pixel average's mask), with ``argmax S(I)`` (the infrared image's mask) and with ``argmax S(F)``
+    of the predicted-mask fused image (a second pass); plus the mean absolute difference
     of the predicted-mask and label-mask fused images inside and outside the labelled objects
     (label id > 0)."""
     data = params.data
@@ -66,11 +70,12 @@ def score_mask_sources(fusion: torch.nn.Module, segmenter: torch.nn.Module, para
         with torch.no_grad():
             predicted = fuse_luma(fusion, segmenter, ir, vi).fused
             labelled = fusion(ir, vi, segmenter, mask=label_mask).fused
-            infrared_mask = mask_from_logits(segmenter(ir))
-            from_infrared = fusion(ir, vi, segmenter, mask=infrared_mask).fused
+            from_average = fusion(ir, vi, segmenter, mask=mask_from_logits(segmenter((ir + vi) / 2))).fused
+            from_infrared = fusion(ir, vi, segmenter, mask=mask_from_logits(segmenter(ir))).fused
             second_pass = fusion(ir, vi, segmenter, mask=mask_from_logits(segmenter(predicted))).fused
             images = {"ir": ir, "vi": vi, "fused_predicted_mask": predicted, "fused_label_mask": labelled,
-                      "fused_infrared_mask": from_infrared, "fused_second_pass_mask": second_pass}
+                      "fused_average_mask": from_average, "fused_infrared_mask": from_infrared,
+                      "fused_second_pass_mask": second_pass}
             for name, image in images.items():
                 prediction = segmenter(image).argmax(dim=1)[0].cpu()
                 confusions[name].update(prediction.numpy(), sample["label"].numpy())
@@ -82,6 +87,7 @@ def score_mask_sources(fusion: torch.nn.Module, segmenter: torch.nn.Module, para
     names = list(data.class_names)
     return {
         "images": count,
+        "inference_mask": getattr(fusion, "inference_mask", None),
         "scores": {name: {"mIoU": float(confusions[name].miou()),
                           "iou": dict(zip(names, (float(value) for value in confusions[name].per_class_iou())))}
                    for name in INPUTS},

@@ -170,8 +170,10 @@ def pipeline(
     ``rounds`` and ``dataset_root`` are shortcuts for the overrides ``train.rounds`` and
     ``data.root`` (what a deployment usually changes); ``overrides`` takes any dotted keys.
     """
+    from uaafusion.allocator import keep_freed_memory
     from uaafusion.training import run_fingerprint, training_units
 
+    keep_freed_memory()  # also in a deployment's worker process
     root = str(Path(project_root).resolve()) if project_root else str(DEFAULT_ROOT)
     overrides = dict(overrides or {})
     if rounds is not None:

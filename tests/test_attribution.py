@@ -49,7 +49,7 @@ def _mixed_mask(batch, num_classes, height, width):
     return torch.cat(masks)
 
 
-@pytest.mark.parametrize("engine", ["forward", "captum"])
+@pytest.mark.parametrize("engine", ["reverse", "forward", "captum"])
 @pytest.mark.parametrize("internal_batch_size", [None, 3])
 def test_batched_attribution_matches_plain_autograd_loop(internal_batch_size, engine):
     segmenter = TinySegmenter(num_classes=4, seed=1)
@@ -78,16 +78,35 @@ def test_captum_engine_runs_one_batched_pass_not_a_loop():
     assert max(batch_sizes) <= 9 and sum(batch_sizes) == 27
 
 
-def test_forward_engine_computes_each_point_once_for_all_classes():
+@pytest.mark.parametrize(("engine", "internal_batch_size", "passes_with_bound"), [
+    ("forward", 10, [2, 2, 2]),  # a pass carries every class's tangent: at most 10 // 5 classes = 2 points
+    ("reverse", 4, [4, 2]),  # a pass carries the points only; the classes share it
+])
+def test_derivative_engines_run_each_point_once_for_all_classes(engine, internal_batch_size, passes_with_bound):
     segmenter = TinySegmenter(num_classes=5)
     batch_sizes: list[int] = []
     segmenter.register_forward_pre_hook(lambda module, args: batch_sizes.append(args[0].shape[0]))
     mask = _mixed_mask(2, 5, 8, 10)
-    region_attribution(segmenter, random_images(2, 8, 10), mask, steps=3, engine="forward")
-    assert batch_sizes == [2 * 3]  # one (vmapped) pass over the 6 points, every class at once
+    region_attribution(segmenter, random_images(2, 8, 10), mask, steps=3, engine=engine)
+    assert batch_sizes == [2 * 3]  # one pass over the 6 points, every class at once
     batch_sizes.clear()
-    region_attribution(segmenter, random_images(2, 8, 10), mask, steps=3, internal_batch_size=10, engine="forward")
-    assert batch_sizes == [2, 2, 2]  # at most 10 // 5 classes = 2 points per pass
+    region_attribution(segmenter, random_images(2, 8, 10), mask, steps=3, internal_batch_size=internal_batch_size,
+                       engine=engine)
+    assert batch_sizes == passes_with_bound
+
+
+def test_engines_agree_on_a_real_segmenter():
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)  # a random segmenter with several positive region scores on these images
+        segmenter = create_segmenter("DeepLabV3Plus", "mobilenet_v2", num_classes=4).eval()
+    image = random_images(2, 32, 48, seed=6)
+    mask = _mixed_mask(2, 4, 32, 48)
+    results = {engine: region_attribution(segmenter, image, mask, steps=3, engine=engine)
+               for engine in ("reverse", "forward", "captum")}
+    assert (results["captum"] > 0).sum() >= 3
+    for engine in ("reverse", "forward"):
+        relative = (results[engine] - results["captum"]).abs().max() / results["captum"].abs().max()
+        assert relative <= 1e-4, engine
 
 
 def test_memory_knob_shrinks_passes_for_large_images():
@@ -162,13 +181,15 @@ def test_weights_of_one_image_do_not_depend_on_the_others():
     assert segmenter.training
 
 
-def test_segmenter_mode_and_requires_grad_are_restored_and_no_grads_accumulate():
+@pytest.mark.parametrize("engine", ["reverse", "forward", "captum"])
+def test_segmenter_mode_and_requires_grad_are_restored_and_no_grads_accumulate(engine):
     segmenter = TinySegmenter(num_classes=3, batch_norm=True)
     segmenter.train()
     segmenter.head.weight.requires_grad_(False)
     flags = [p.requires_grad for p in segmenter.parameters()]
     running_mean = segmenter.norm.running_mean.clone()
-    modality_weights(segmenter, random_images(2, 8, 8), random_images(2, 8, 8, 1), stripe_mask(2, 3, 8, 8), steps=2)
+    modality_weights(segmenter, random_images(2, 8, 8), random_images(2, 8, 8, 1), stripe_mask(2, 3, 8, 8), steps=2,
+                     engine=engine)
     assert segmenter.training
     assert [p.requires_grad for p in segmenter.parameters()] == flags
     assert all(p.grad is None for p in segmenter.parameters())
@@ -178,14 +199,15 @@ def test_segmenter_mode_and_requires_grad_are_restored_and_no_grads_accumulate()
     assert not segmenter.training
 
 
-def test_attribution_works_without_gradients_enabled():
+@pytest.mark.parametrize("engine", ["reverse", "forward", "captum"])
+def test_attribution_works_without_gradients_enabled(engine):
     segmenter = TinySegmenter(num_classes=3)
     ir, vi, mask = random_images(1, 8, 9), random_images(1, 8, 9, 1), stripe_mask(1, 3, 8, 9)
-    expected = modality_weights(segmenter, ir, vi, mask, steps=2)[0]
+    expected = modality_weights(segmenter, ir, vi, mask, steps=2, engine=engine)[0]
     with torch.no_grad():
-        no_grad = modality_weights(segmenter, ir, vi, mask, steps=2)[0]
+        no_grad = modality_weights(segmenter, ir, vi, mask, steps=2, engine=engine)[0]
     with torch.inference_mode():
-        inference = modality_weights(segmenter, ir.clone(), vi.clone(), mask.clone(), steps=2)[0]
+        inference = modality_weights(segmenter, ir.clone(), vi.clone(), mask.clone(), steps=2, engine=engine)[0]
     torch.testing.assert_close(no_grad, expected)
     torch.testing.assert_close(inference.clone(), expected)
 

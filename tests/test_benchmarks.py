@@ -75,9 +75,9 @@ def test_quick_training_inference_and_metrics_cases(quick_document: tuple[dict, 
     document, _ = quick_document
     cases = document["cases"]
     cached, uncached = cases["training/fusion_step_cached"], cases["training/fusion_step_uncached"]
-    uncached_captum = cases["training/fusion_step_uncached_captum"]  # the params' engine is "forward"
+    uncached_captum = cases["training/fusion_step_uncached_captum"]  # the params' engine is "reverse"
     segmentation = cases["training/segmentation_step"]
-    assert uncached["attribution_engine"] == "forward" and uncached_captum["attribution_engine"] == "captum"
+    assert uncached["attribution_engine"] == "reverse" and uncached_captum["attribution_engine"] == "captum"
     assert cached["batch"] == 2 and cached["crop_size"] == 32 and cached["height"] == cached["width"] == 32
     assert cached["cache"]["misses"] == 2 and cached["cache"]["hits"] >= 3  # warm-up + 2 repeats, all hits
     for case in (cached, uncached, uncached_captum, segmentation):

@@ -49,7 +49,7 @@ def test_unknown_key_names_dotted_key_and_allowed_keys(tmp_path):
 
 
 def test_unknown_nested_and_top_level_keys(tmp_path):
-    with pytest.raises(ConfigError, match=r"model\.fusion\.depth.*allowed keys in model\.fusion: features, name, stages"):
+    with pytest.raises(ConfigError, match=r"model\.fusion\.depth.*allowed keys in model\.fusion: features, inference_mask, name, stages"):
         load_params(write_params(tmp_path, {"model": {"fusion": {"depth": 2}}}))
     with pytest.raises(ConfigError, match=r"unknown key\(s\) trian; allowed keys: attribution"):
         load_params(write_params(tmp_path, {"trian": {}}))
@@ -75,6 +75,8 @@ def test_wrong_types_name_the_key(tmp_path, raw, message):
     ({"data": {"layout": "coco"}}, "data.layout", "msrs, fmb, boxes, pairs"),
     ({"data": {"on_bad_input": "ignore"}}, "data.on_bad_input", "strict, skip"),
     ({"train": {"lr_schedule": "step"}}, "train.lr_schedule", "cosine, constant"),
+    ({"model": {"fusion": {"inference_mask": "visible"}}}, "model.fusion.inference_mask", "average, infrared"),
+    ({"attribution": {"engine": "fast"}}, "attribution.engine", "reverse, forward, captum"),
 ])
 def test_value_outside_allowed_set_lists_allowed_values(tmp_path, raw, key, allowed):
     with pytest.raises(ConfigError) as error:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from dataclasses import dataclass
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -36,11 +37,13 @@ ATTRIBUTION_METHODS: tuple[str, ...] = (
 )
 DEFAULT_EPS = 1e-8
 
-# How the integral is evaluated; both give the same numbers (tested against each other and a
-# plain autograd loop). "forward": forward-mode directional derivatives, every class of a primal
-# point in one vmapped pass (the primal is computed once); "captum": Captum's IntegratedGradients
-# over (image, class) copies, one backward pass per copy and step.
-ATTRIBUTION_ENGINES: tuple[str, ...] = ("forward", "captum")
+# How the integral is evaluated; all give the same numbers (tested against each other and a
+# plain autograd loop). "reverse": one forward pass per integration point, kept for one
+# backward pass per class; "forward": forward-mode directional derivatives, every class of a
+# point in one vmapped tangent pass; "captum": Captum's IntegratedGradients over (image, class)
+# copies, one forward and one backward pass per copy and step.
+ATTRIBUTION_ENGINES: tuple[str, ...] = ("reverse", "forward", "captum")
+DEFAULT_ENGINE = "reverse"  # the fastest on 2 CPU cores (reports/benchmarks.md)
 
 CropBox = tuple[int, int, int, int]  # (top, left, height, width)
 
@@ -164,7 +167,7 @@ def region_attribution(
     steps: int,
     method: str = "riemann_right",
     internal_batch_size: int | None = None,
-    engine: str = "forward",
+    engine: str = DEFAULT_ENGINE,
 ) -> torch.Tensor:
     """Region scores ``a_c(X)`` per image and class: ``(B, C)``, 0 for classes absent from an image.
 
@@ -175,9 +178,10 @@ def region_attribution(
     images larger than 256x256, :func:`inputs_per_pass`; copies are split into groups when there are more than that). The
     grouping changes memory and speed, never the numbers. The result carries no autograd graph.
 
-    ``engine="forward"`` (default) evaluates the same integral with forward-mode derivatives
-    (:func:`_forward_region_attribution`): same integration points and weights (Captum's rule),
-    same numbers, about half the work. ``engine="captum"`` uses Captum's ``IntegratedGradients``.
+    ``engine="reverse"`` (:func:`_reverse_derivatives`) and ``engine="forward"``
+    (:func:`_forward_derivatives`) evaluate the same integral (Captum's integration points
+    and weights, same numbers) with one segmenter forward pass per point for all classes;
+    ``engine="captum"`` uses Captum's ``IntegratedGradients`` (one forward pass per point and class).
     """
     from captum.attr import IntegratedGradients
 
@@ -188,8 +192,8 @@ def region_attribution(
     if engine not in ATTRIBUTION_ENGINES:
         raise ConfigError(f"attribution.engine = {engine!r} is not allowed; allowed: {', '.join(ATTRIBUTION_ENGINES)}.")
     internal_batch_size = inputs_per_pass(internal_batch_size, *image.shape[-2:])
-    if engine == "forward":
-        return _forward_region_attribution(segmenter, image, mask, steps, method, internal_batch_size)
+    if engine in ("forward", "reverse"):
+        return _derivative_region_attribution(segmenter, image, mask, steps, method, internal_batch_size, engine)
     batch, num_classes = mask.shape[:2]
     segmenter = frozen_segmenter(segmenter)
     with gradients_enabled():
@@ -222,67 +226,132 @@ def region_attribution(
     return scores
 
 
-def _forward_region_attribution(
+@dataclass
+class _IntegrationPoints:
+    """What both derivative engines need: the points, their region weights and the rule's weights.
+
+    ``K`` = classes present in any image, ``P = steps * B`` points (step-major: point ``k * B + b``
+    is ``alpha_k X_b``).
+    """
+
+    classes: torch.Tensor  # (K,) class indices
+    present: torch.Tensor  # (B, K) bool: class present in image
+    points: torch.Tensor  # (P, 1, H, W)
+    sources: torch.Tensor  # (P, 1, H, W): the image X_b of each point
+    region_weights: torch.Tensor  # (P, K, H, W): M_c / |R_c| of each point's image
+    step_weights: torch.Tensor  # (steps,)
+
+
+def _integration_points(image: torch.Tensor, mask: torch.Tensor, steps: int, method: str) -> _IntegrationPoints | None:
+    """Captum's integration points and weights of ``method`` for ``image (B, 1, H, W)`` and ``mask (B, C, H, W)``.
+
+    None when no class is present in any image.
+    """
+    from captum.attr._utils.approximation_methods import approximation_parameters
+
+    step_sizes_of, alphas_of = approximation_parameters(method)
+    alphas = torch.tensor(alphas_of(steps), dtype=image.dtype, device=image.device)
+    batch, height, width = image.shape[0], *image.shape[-2:]
+    region = (mask > 0.5).to(image.dtype)  # (B, C, H, W)
+    present = region.flatten(2).amax(dim=2) > 0  # (B, C)
+    classes = torch.nonzero(present.any(dim=0)).flatten()
+    if classes.numel() == 0:
+        return None
+    region = region[:, classes]  # (B, K, H, W)
+    weights = region / region.sum(dim=(2, 3)).clamp_min(1.0).view(batch, -1, 1, 1)
+    return _IntegrationPoints(
+        classes=classes,
+        present=present[:, classes],
+        points=(alphas.view(-1, 1, 1, 1, 1) * image.unsqueeze(0)).reshape(-1, 1, height, width),
+        sources=image.unsqueeze(0).expand(steps, -1, -1, -1, -1).reshape(-1, 1, height, width),
+        region_weights=weights.unsqueeze(0).expand(steps, -1, -1, -1, -1).reshape(-1, classes.numel(), height, width),
+        step_weights=torch.tensor(step_sizes_of(steps), dtype=image.dtype, device=image.device),
+    )
+
+
+def _integrated_scores(integration: _IntegrationPoints, derivative: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Directional derivatives ``(K, P)`` -> region scores ``(B, C)`` (rule weights, relu, 0 where absent)."""
+    steps = integration.step_weights.numel()
+    batch = integration.present.shape[0]
+    per_step = derivative.reshape(-1, steps, batch)  # (K, steps, B)
+    integrated = (per_step * integration.step_weights.view(1, -1, 1)).sum(dim=1).transpose(0, 1)  # (B, K)
+    scores = torch.zeros(batch, num_classes, dtype=derivative.dtype, device=derivative.device)
+    scores[:, integration.classes] = torch.relu(integrated.detach()) * integration.present.to(derivative.dtype)
+    return scores
+
+
+def _derivative_region_attribution(
     segmenter: nn.Module,
     image: torch.Tensor,
     mask: torch.Tensor,
     steps: int,
     method: str,
     internal_batch_size: int | None,
+    engine: str,
 ) -> torch.Tensor:
-    """Region scores ``(B, C)`` as directional derivatives, all classes of a point in one pass.
+    """Region scores ``(B, C)`` from one directional derivative per (point, class): the ``forward``
+    and ``reverse`` engines.
 
     With ``u_c = X * M_c / |R_c|``, the region mean of ``IG_c(X)`` is
-    ``sum_k w_k <u_c, grad s_c(alpha_k X)>`` and ``<u_c, grad s_c(x)>`` is the derivative of
-    ``s_c`` along ``u_c``: one Jacobian-vector product. ``vmap`` over the class tangents shares
-    the primal pass, so a point costs one forward pass plus one tangent pass per class, instead
-    of one forward and one backward pass per class. ``internal_batch_size`` bounds
-    (points x classes) per pass.
+    ``sum_k w_k <u_c, grad s_c(alpha_k X)>`` (Captum's points ``alpha_k`` and weights ``w_k``).
+    Both engines run the segmenter forward once per point for all classes present (a per-class
+    loop runs it once per point and class); they differ in how they get ``<u_c, grad s_c>``:
+    :func:`_forward_derivatives` (Jacobian-vector products) or :func:`_reverse_derivatives`
+    (input gradients). ``internal_batch_size`` bounds the segmenter inputs per pass.
     """
-    from captum.attr._utils.approximation_methods import approximation_parameters
-    from torch.func import jvp, vmap
-
-    step_sizes_of, alphas_of = approximation_parameters(method)
-    alphas = torch.tensor(alphas_of(steps), dtype=image.dtype, device=image.device)
-    step_weights = torch.tensor(step_sizes_of(steps), dtype=image.dtype, device=image.device)
-    batch, num_classes = mask.shape[:2]
-    height, width = image.shape[-2:]
     segmenter = frozen_segmenter(segmenter)
     with gradients_enabled():
-        image = _autograd_usable(image)
-        region = (_autograd_usable(mask) > 0.5).to(image.dtype)  # (B, C, H, W)
-        present = region.flatten(2).amax(dim=2) > 0  # (B, C)
-        scores = torch.zeros(batch, num_classes, dtype=image.dtype, device=image.device)
-        classes = torch.nonzero(present.any(dim=0)).flatten()  # classes present in any image
-        if classes.numel() == 0:
-            return scores
-        region = region[:, classes]  # (B, K, H, W)
-        sizes = region.sum(dim=(2, 3)).clamp_min(1.0)  # (B, K)
-        # Points (step-major): (steps * B, 1, H, W); tangents: (K, steps * B, 1, H, W).
-        points = (alphas.view(-1, 1, 1, 1, 1) * image.unsqueeze(0)).reshape(-1, 1, height, width)
-        tangents = (image.unsqueeze(1) * region.unsqueeze(2) / sizes.view(batch, -1, 1, 1, 1))  # (B, K, 1, H, W)
-        tangents = tangents.transpose(0, 1).unsqueeze(1).expand(-1, steps, -1, -1, -1, -1)
-        tangents = tangents.reshape(classes.numel(), steps * batch, 1, height, width)
-        point_region = region.unsqueeze(0).expand(steps, -1, -1, -1, -1).reshape(steps * batch, -1, height, width)
-        point_sizes = sizes.unsqueeze(0).expand(steps, -1, -1).reshape(steps * batch, -1)
-        chunk = points.shape[0]
+        integration = _integration_points(_autograd_usable(image), _autograd_usable(mask), steps, method)
+        if integration is None:
+            return torch.zeros(mask.shape[:2], dtype=image.dtype, device=image.device)
+        num_classes, num_points = integration.classes.numel(), integration.points.shape[0]
+        derivatives_of = _forward_derivatives if engine == "forward" else _reverse_derivatives
+        # A forward-engine pass carries every class's tangent of its points; a reverse-engine pass only the points.
+        chunk = num_points
         if internal_batch_size is not None:
-            chunk = max(1, min(chunk, internal_batch_size // classes.numel()))
-        derivatives = []
-        for start in range(0, points.shape[0], chunk):
-            part = slice(start, start + chunk)
+            inputs_per_point = num_classes if engine == "forward" else 1
+            chunk = max(1, min(num_points, internal_batch_size // inputs_per_point))
+        derivatives = [derivatives_of(segmenter, integration, slice(start, start + chunk))
+                       for start in range(0, num_points, chunk)]
+        return _integrated_scores(integration, torch.cat(derivatives, dim=1), mask.shape[1])
 
-            def along(tangent: torch.Tensor, primal: torch.Tensor = points[part]) -> torch.Tensor:
-                return jvp(segmenter, (primal,), (tangent,))[1]
 
-            logit_tangents = vmap(along)(tangents[:, part])  # (K, P, C, H, W)
-            own_logit = logit_tangents[torch.arange(classes.numel()), :, classes]  # (K, P, H, W)
-            region_mean = (own_logit * point_region[part].transpose(0, 1)).sum(dim=(2, 3))
-            derivatives.append(region_mean / point_sizes[part].transpose(0, 1))  # (K, P)
-        derivative = torch.cat(derivatives, dim=1).view(classes.numel(), steps, batch)
-        integrated = (derivative * step_weights.view(1, -1, 1)).sum(dim=1).transpose(0, 1)  # (B, K)
-        scores[:, classes] = torch.relu(integrated.detach()) * present[:, classes].to(image.dtype)
-    return scores
+def _forward_derivatives(segmenter: nn.Module, integration: _IntegrationPoints, part: slice) -> torch.Tensor:
+    """``<u_c, grad s_c(x)>`` of the points ``part`` as Jacobian-vector products: ``(K, P')``.
+
+    The derivative of ``s_c`` along ``u_c``; ``vmap`` over the class tangents shares the primal
+    pass, so the points cost one forward pass plus one tangent pass per class.
+    """
+    from torch.func import jvp, vmap
+
+    classes = integration.classes
+    region_weights = integration.region_weights[part].transpose(0, 1)  # (K, P', H, W)
+    tangents = (integration.sources[part].transpose(0, 1) * region_weights).unsqueeze(2)  # u_c: (K, P', 1, H, W)
+
+    def along(tangent: torch.Tensor) -> torch.Tensor:
+        return jvp(segmenter, (integration.points[part],), (tangent,))[1]
+
+    logit_tangents = vmap(along)(tangents)  # (K, P', C, H, W)
+    own_logit = logit_tangents[torch.arange(classes.numel()), :, classes]  # (K, P', H, W)
+    return (own_logit * region_weights).sum(dim=(2, 3))
+
+
+def _reverse_derivatives(segmenter: nn.Module, integration: _IntegrationPoints, part: slice) -> torch.Tensor:
+    """``<u_c, grad s_c(x)>`` of the points ``part`` from input gradients: ``(K, P')``.
+
+    The segmenter runs once on the points and the graph is kept for one backward pass per class.
+    """
+    classes = integration.classes
+    points = integration.points[part].detach().requires_grad_(True)
+    own_logits = segmenter(points)[:, classes]  # (P', K, H, W)
+    region_weights = integration.region_weights[part]  # (P', K, H, W)
+    along = integration.sources[part] * region_weights  # u_c: (P', K, H, W)
+    per_class = []
+    for k in range(classes.numel()):
+        score = (own_logits[:, k] * region_weights[:, k]).sum()
+        (gradient,) = torch.autograd.grad(score, points, retain_graph=k + 1 < classes.numel())
+        per_class.append((gradient[:, 0] * along[:, k]).sum(dim=(1, 2)))  # (P',)
+    return torch.stack(per_class)
 
 
 def weights_from_region_scores(
@@ -305,7 +374,7 @@ def modality_weights(
     method: str = "riemann_right",
     internal_batch_size: int | None = None,
     eps: float = DEFAULT_EPS,
-    engine: str = "forward",
+    engine: str = DEFAULT_ENGINE,
     scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attribution weights of the two sources: ``(w_ir, w_vi)``, each ``(B, 1, H, W)`` in [0, 1], summing to 1.
@@ -433,7 +502,7 @@ class WeightCache:
         internal_batch_size: int | None = None,
         eps: float = DEFAULT_EPS,
         storage_device: str | torch.device = "cpu",
-        engine: str = "forward",
+        engine: str = DEFAULT_ENGINE,
         scale: float = 1.0,
     ) -> None:
         _check_method(method, steps)

@@ -7,6 +7,7 @@ import importlib
 import logging
 import sys
 
+from uaafusion.allocator import keep_freed_memory
 from uaafusion.errors import UAAFusionError
 
 # Each module exposes ``register(subparsers)``; its parser sets ``func`` (args -> exit code).
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    keep_freed_memory()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     try:
         return int(args.func(args) or 0)

@@ -82,6 +82,7 @@ class FusionModelConfig:
     name: str = "uaafusion"
     stages: int = 3
     features: int = 16
+    inference_mask: Literal["average", "infrared"] = "average"
 
     def check(self, prefix: str) -> None:
         _require(self.stages >= 1, f"{prefix}.stages", "an integer >= 1", self.stages)
@@ -99,7 +100,7 @@ class AttributionConfig:
     steps: int = 5
     method: Literal["riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre"] = "riemann_right"
     internal_batch_size: int = 32
-    engine: Literal["forward", "captum"] = "forward"
+    engine: Literal["reverse", "forward", "captum"] = "reverse"
     scale: float = 1.0
 
     def check(self, prefix: str) -> None:

@@ -23,10 +23,12 @@ def test_fuses_with_both_masks_and_scores_every_input(tiny_project: tuple[Path, 
     document = json.loads(out.read_text())
     assert set(document["splits"]) == {"test", "train"}
     for result in document["splits"].values():
-        assert result["images"] == 2
+        assert result["images"] == 2 and result["inference_mask"] == params.model.fusion.inference_mask
         assert set(result["scores"]) == set(INPUTS)
         for scores in result["scores"].values():
             assert 0.0 <= scores["mIoU"] <= 1.0 and list(scores["iou"]) == list(params.data.class_names)
+        if params.model.fusion.inference_mask == "average":  # the same mask, the same fused images
+            assert result["scores"]["fused_average_mask"] == result["scores"]["fused_predicted_mask"]
         gap = result["mean_abs_difference_of_the_fused_images"]
         # An untrained segmenter's predicted mask is not the label mask: the two fused images differ.
         assert gap["objects"] > 0 and gap["background"] >= 0

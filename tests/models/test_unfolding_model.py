@@ -163,6 +163,22 @@ def test_few_steps_overfit_lower_the_loss():
     assert losses[-1] < 0.75 * losses[0], losses
 
 
+@pytest.mark.parametrize("inference_mask", ["average", "infrared"])
+def test_without_labels_the_mask_comes_from_the_chosen_image(inference_mask):
+    model = create_fusion_model("uaafusion", stages=1, features=8, inference_mask=inference_mask).eval()
+    segmenter = TinySegmenter(num_classes=3, seed=4)
+    ir, vi = random_images(1, 16, 20, 1), random_images(1, 16, 20, 2)
+    source = (ir + vi) / 2 if inference_mask == "average" else ir
+    other = ir if inference_mask == "average" else (ir + vi) / 2
+    expected = torch.nn.functional.one_hot(segmenter(source).argmax(1), 3).permute(0, 3, 1, 2).float()
+    different = torch.nn.functional.one_hot(segmenter(other).argmax(1), 3).permute(0, 3, 1, 2).float()
+    assert not torch.equal(expected, different), "test images should give two different masks"
+    with torch.no_grad():
+        output = model(ir, vi, segmenter)
+    assert torch.equal(output.mask, expected)
+    assert model.spec["inference_mask"] == inference_mask
+
+
 def test_registry_and_argument_errors():
     assert "uaafusion" in available_fusion_models()
     model = create_fusion_model("uaafusion", stages=3, features=16)
@@ -175,6 +191,8 @@ def test_registry_and_argument_errors():
         create_fusion_model("uaafusion", colour=True)
     with pytest.raises(ConfigError, match="stages"):
         create_fusion_model("uaafusion", stages=0)
+    with pytest.raises(ConfigError, match="model.fusion.inference_mask.*average, infrared"):
+        create_fusion_model("uaafusion", inference_mask="visible")
 
     @register_fusion_model("average-for-test")
     class AverageFusion(torch.nn.Module):

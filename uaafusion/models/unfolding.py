@@ -32,6 +32,7 @@ from torch import nn
 
 from uaafusion.attribution import (
     ATTRIBUTION_METHODS,
+    DEFAULT_ENGINE,
     frozen_segmenter,
     mask_from_logits,
     modality_weights,
@@ -65,6 +66,9 @@ def _conv(in_channels: int, out_channels: int) -> nn.Conv2d:
 
 _LOGIT_EPS = 1e-4
 
+# The image whose segmentation gives the class mask when no labels are given (inference).
+INFERENCE_MASKS: tuple[str, ...] = ("average", "infrared")
+
 
 class UnfoldingFusionNet(nn.Module):
     """Attribution-guided deep unfolding fusion network with memory-augmented proximal stages.
@@ -83,8 +87,9 @@ class UnfoldingFusionNet(nn.Module):
         internal_batch_size: int | None = None,
         initial_step_size: float = 0.5,
         attention_eps: float = 1e-6,
-        attribution_engine: str = "forward",
+        attribution_engine: str = DEFAULT_ENGINE,
         attribution_scale: float = 1.0,
+        inference_mask: str = "average",
     ) -> None:
         super().__init__()
         if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
@@ -94,6 +99,10 @@ class UnfoldingFusionNet(nn.Module):
         if attribution_method not in ATTRIBUTION_METHODS:
             raise ConfigError(
                 f"attribution.method = {attribution_method!r} is not allowed; allowed: {', '.join(ATTRIBUTION_METHODS)}."
+            )
+        if inference_mask not in INFERENCE_MASKS:
+            raise ConfigError(
+                f"model.fusion.inference_mask = {inference_mask!r} is not allowed; allowed: {', '.join(INFERENCE_MASKS)}."
             )
         if not 0.0 < initial_step_size < 1.0:
             raise ConfigError(f"initial_step_size = {initial_step_size!r}: expected a number in (0, 1).")
@@ -105,12 +114,13 @@ class UnfoldingFusionNet(nn.Module):
         self.attention_eps = attention_eps
         self.attribution_engine = attribution_engine
         self.attribution_scale = attribution_scale
+        self.inference_mask = inference_mask
         self.spec: dict[str, object] = {
             "name": "uaafusion", "stages": stages, "features": features,
             "attribution_steps": attribution_steps, "attribution_method": attribution_method,
             "internal_batch_size": internal_batch_size, "initial_step_size": initial_step_size,
             "attention_eps": attention_eps, "attribution_engine": attribution_engine,
-            "attribution_scale": attribution_scale,
+            "attribution_scale": attribution_scale, "inference_mask": inference_mask,
         }
         logit = math.log(initial_step_size / (1.0 - initial_step_size))
         self.step_size_logits = nn.Parameter(torch.full((stages,), logit))
@@ -144,6 +154,17 @@ class UnfoldingFusionNet(nn.Module):
         mean_square = attention.pow(2).mean(dim=(1, 2, 3), keepdim=True)
         return attention / (mean_square + self.attention_eps**2).sqrt()
 
+    def predicted_mask(self, segmenter: nn.Module, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
+        """The class mask fusion uses without labels: one-hot ``(B, C, H, W)`` of ``argmax S(X)``.
+
+        ``X`` is the pixel average ``(ir + vi) / 2`` (``inference_mask="average"``) or the infrared
+        image (``"infrared"``: warm objects such as people stand out there; on MSRS this mask gave
+        fused images a higher box-mask IoU than either source, reports/msrs/mask-source.json).
+        """
+        source = (ir + vi) / 2 if self.inference_mask == "average" else ir
+        with torch.no_grad():
+            return mask_from_logits(frozen_segmenter(segmenter)(source.detach()))
+
     def forward(
         self,
         ir: torch.Tensor,
@@ -154,7 +175,7 @@ class UnfoldingFusionNet(nn.Module):
     ) -> FusionOutput:
         """Fuse ``ir, vi (B, 1, H, W)``.
 
-        mask: one-hot ``(B, C, H, W)``; None -> one-hot of ``argmax S((ir + vi) / 2)``.
+        mask: one-hot ``(B, C, H, W)``; None -> :meth:`predicted_mask` (no labels: inference).
         weights: ``(w_ir, w_vi)`` each ``(B, 1, H, W)`` (e.g. from a :class:`~uaafusion.attribution.WeightCache`);
         None -> computed here with :func:`~uaafusion.attribution.modality_weights`.
         """
@@ -162,8 +183,7 @@ class UnfoldingFusionNet(nn.Module):
             raise DataError(f"ir and vi must both be (B, 1, H, W); got {tuple(ir.shape)} and {tuple(vi.shape)}")
         average = (ir + vi) / 2
         if mask is None:
-            with torch.no_grad():
-                mask = mask_from_logits(frozen_segmenter(segmenter)(average.detach()))
+            mask = self.predicted_mask(segmenter, ir, vi)
         if mask.dim() != 4 or mask.shape[0] != ir.shape[0] or mask.shape[-2:] != ir.shape[-2:]:
             raise DataError(f"mask must be (B, C, H, W) matching {tuple(ir.shape)}, got {tuple(mask.shape)}")
         mask = mask.to(ir.dtype)

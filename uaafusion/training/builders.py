@@ -25,6 +25,7 @@ def model_spec(params: Params) -> dict[str, Any]:
             "name": fusion.name,
             "stages": fusion.stages,
             "features": fusion.features,
+            "inference_mask": fusion.inference_mask,
             "attribution_steps": params.attribution.steps,
             "attribution_method": params.attribution.method,
             "internal_batch_size": params.attribution.internal_batch_size,
