@@ -129,8 +129,8 @@ class TrainConfig:
     retries: int = 1
     # Class mask behind the fused images the segmentation stage trains on: "labels" (the training
     # mask, as the fusion stage uses it; it draws the labelled regions into the fused images, see
-    # experiments/mask_source.py) or "predicted" (argmax S((I+V)/2), as `uaafusion fuse` and the
-    # evaluation make them).
+    # experiments/mask_source.py) or "predicted" (the model's inference mask, as `uaafusion fuse`
+    # and the evaluation make them).
     fused_mask: Literal["labels", "predicted"] = "labels"
 
     def check(self, prefix: str) -> None:

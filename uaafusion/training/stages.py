@@ -509,7 +509,7 @@ def _fused_image_store(context: TrainingContext, weights: Mapping[str, torch.Ten
     ``weights`` (this round's label-mask weights) given: fused with the label mask, as the fusion
     stage sees them (``train.fused_mask: labels``, the default); the label regions then show in the
     fused images (``experiments/mask_source.py``). None: fused as inference does, from the
-    segmenter's own mask ``argmax S((I+V)/2)`` (``train.fused_mask: predicted``), so the segmenter
+    segmenter's own mask (the model's ``inference_mask``; ``train.fused_mask: predicted``), so the segmenter
     trains on the kind of fused image it is evaluated on, with no trace of the labels.
     """
     from uaafusion.inference import fuse_luma
