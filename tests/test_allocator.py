@@ -47,9 +47,9 @@ def test_kept_memory_is_reused_instead_of_faulted_in_again():
     applied, kept_faults = _page_faults("keep")
     not_applied, system_faults = _page_faults("system")
     assert applied and not not_applied
-    activation_pages = 4 * 16 * 256 * 256 * 4 // 4096
-    assert system_faults >= 10 * activation_pages  # glibc maps each large activation afresh, every step
-    assert kept_faults * 4 <= system_faults  # measured: about 8k vs 78k faults
+    # glibc's defaults map each large activation afresh every step; kept memory is reused
+    # (measured with 4 KiB pages: about 8k vs 78k faults).
+    assert kept_faults * 4 <= system_faults
 
 
 def test_unknown_setting_names_the_variable(monkeypatch):
