@@ -60,6 +60,7 @@ def score_mask_sources(fusion: torch.nn.Module, segmenter: torch.nn.Module, para
     count = len(dataset) if limit is None else min(limit, len(dataset))
     confusions = {name: ConfusionMatrix(data.num_classes, data.ignore_index) for name in INPUTS}
     difference = {"objects": [0.0, 0], "background": [0.0, 0]}
+    model_mask = getattr(fusion, "inference_mask", "average")  # what fuse_luma fuses with
     fusion.eval()
     segmenter.eval()
     for index in range(count):
@@ -69,17 +70,20 @@ def score_mask_sources(fusion: torch.nn.Module, segmenter: torch.nn.Module, para
         label_mask = labels_to_one_hot(labels, data.num_classes, data.ignore_index)
         with torch.no_grad():
             predicted = fuse_luma(fusion, segmenter, ir, vi).fused
-            labelled = fusion(ir, vi, segmenter, mask=label_mask).fused
-            from_average = fusion(ir, vi, segmenter, mask=mask_from_logits(segmenter((ir + vi) / 2))).fused
-            from_infrared = fusion(ir, vi, segmenter, mask=mask_from_logits(segmenter(ir))).fused
-            second_pass = fusion(ir, vi, segmenter, mask=mask_from_logits(segmenter(predicted))).fused
-            images = {"ir": ir, "vi": vi, "fused_predicted_mask": predicted, "fused_label_mask": labelled,
-                      "fused_average_mask": from_average, "fused_infrared_mask": from_infrared,
-                      "fused_second_pass_mask": second_pass}
+            images = {"ir": ir, "vi": vi, "fused_predicted_mask": predicted,
+                      "fused_label_mask": fusion(ir, vi, segmenter, mask=label_mask).fused}
+            for source, image in (("average", (ir + vi) / 2), ("infrared", ir)):
+                if source == model_mask:  # the image inference already made
+                    images[f"fused_{source}_mask"] = predicted
+                else:
+                    mask = mask_from_logits(segmenter(image))
+                    images[f"fused_{source}_mask"] = fusion(ir, vi, segmenter, mask=mask).fused
+            second_mask = mask_from_logits(segmenter(predicted))
+            images["fused_second_pass_mask"] = fusion(ir, vi, segmenter, mask=second_mask).fused
             for name, image in images.items():
                 prediction = segmenter(image).argmax(dim=1)[0].cpu()
                 confusions[name].update(prediction.numpy(), sample["label"].numpy())
-        gap = (predicted - labelled).abs()[0, 0].cpu()
+        gap = (predicted - images["fused_label_mask"]).abs()[0, 0].cpu()
         objects = (sample["label"] > 0) & (sample["label"] != data.ignore_index)
         for region, where in (("objects", objects), ("background", ~objects)):
             difference[region][0] += float(gap[where].sum())
@@ -87,7 +91,7 @@ def score_mask_sources(fusion: torch.nn.Module, segmenter: torch.nn.Module, para
     names = list(data.class_names)
     return {
         "images": count,
-        "inference_mask": getattr(fusion, "inference_mask", None),
+        "inference_mask": model_mask,
         "scores": {name: {"mIoU": float(confusions[name].miou()),
                           "iou": dict(zip(names, (float(value) for value in confusions[name].per_class_iou())))}
                    for name in INPUTS},

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from dataclasses import dataclass
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -228,18 +228,25 @@ def region_attribution(
 
 @dataclass
 class _IntegrationPoints:
-    """What both derivative engines need: the points, their region weights and the rule's weights.
+    """What both derivative engines need: the points, their images' region weights and the rule's weights.
 
     ``K`` = classes present in any image, ``P = steps * B`` points (step-major: point ``k * B + b``
-    is ``alpha_k X_b``).
+    is ``alpha_k X_b``). Per-image data is kept once per image; :meth:`of_points` spreads it over
+    a group of points.
     """
 
     classes: torch.Tensor  # (K,) class indices
     present: torch.Tensor  # (B, K) bool: class present in image
     points: torch.Tensor  # (P, 1, H, W)
-    sources: torch.Tensor  # (P, 1, H, W): the image X_b of each point
-    region_weights: torch.Tensor  # (P, K, H, W): M_c / |R_c| of each point's image
+    images: torch.Tensor  # (B, 1, H, W): the images X_b
+    region_weights: torch.Tensor  # (B, K, H, W): M_c / |R_c| of each image
     step_weights: torch.Tensor  # (steps,)
+
+    def of_points(self, part: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image ``(P', 1, H, W)`` and region weights ``(P', K, H, W)`` of each point in ``part``."""
+        batch = self.images.shape[0]
+        image_index = torch.arange(self.points.shape[0], device=self.points.device)[part] % batch
+        return self.images[image_index], self.region_weights[image_index]
 
 
 def _integration_points(image: torch.Tensor, mask: torch.Tensor, steps: int, method: str) -> _IntegrationPoints | None:
@@ -258,13 +265,12 @@ def _integration_points(image: torch.Tensor, mask: torch.Tensor, steps: int, met
     if classes.numel() == 0:
         return None
     region = region[:, classes]  # (B, K, H, W)
-    weights = region / region.sum(dim=(2, 3)).clamp_min(1.0).view(batch, -1, 1, 1)
     return _IntegrationPoints(
         classes=classes,
         present=present[:, classes],
         points=(alphas.view(-1, 1, 1, 1, 1) * image.unsqueeze(0)).reshape(-1, 1, height, width),
-        sources=image.unsqueeze(0).expand(steps, -1, -1, -1, -1).reshape(-1, 1, height, width),
-        region_weights=weights.unsqueeze(0).expand(steps, -1, -1, -1, -1).reshape(-1, classes.numel(), height, width),
+        images=image,
+        region_weights=region / region.sum(dim=(2, 3)).clamp_min(1.0).view(batch, -1, 1, 1),
         step_weights=torch.tensor(step_sizes_of(steps), dtype=image.dtype, device=image.device),
     )
 
@@ -325,8 +331,9 @@ def _forward_derivatives(segmenter: nn.Module, integration: _IntegrationPoints, 
     from torch.func import jvp, vmap
 
     classes = integration.classes
-    region_weights = integration.region_weights[part].transpose(0, 1)  # (K, P', H, W)
-    tangents = (integration.sources[part].transpose(0, 1) * region_weights).unsqueeze(2)  # u_c: (K, P', 1, H, W)
+    images, region_weights = integration.of_points(part)
+    region_weights = region_weights.transpose(0, 1)  # (K, P', H, W)
+    tangents = (images.transpose(0, 1) * region_weights).unsqueeze(2)  # u_c: (K, P', 1, H, W)
 
     def along(tangent: torch.Tensor) -> torch.Tensor:
         return jvp(segmenter, (integration.points[part],), (tangent,))[1]
@@ -344,8 +351,8 @@ def _reverse_derivatives(segmenter: nn.Module, integration: _IntegrationPoints, 
     classes = integration.classes
     points = integration.points[part].detach().requires_grad_(True)
     own_logits = segmenter(points)[:, classes]  # (P', K, H, W)
-    region_weights = integration.region_weights[part]  # (P', K, H, W)
-    along = integration.sources[part] * region_weights  # u_c: (P', K, H, W)
+    images, region_weights = integration.of_points(part)  # (P', 1, H, W), (P', K, H, W)
+    along = images * region_weights  # u_c: (P', K, H, W)
     per_class = []
     for k in range(classes.numel()):
         score = (own_logits[:, k] * region_weights[:, k]).sum()
