@@ -90,6 +90,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", type=Path, default=None,
                         help="params file of the models and batch (default: params.yaml under --root; the "
                              "package defaults when there is none)")
+    parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a param of the models and batch, e.g. -S train.amp=true")
     parser.add_argument("--root", type=Path, default=Path("."),
                         help="project root: reports/ and the pipeline's source (default: .)")
     parser.add_argument("--checkpoint", default=None,
@@ -165,14 +167,17 @@ def parse_sections(only: str | None) -> list[str]:
 
 
 def load_suite_params(args: argparse.Namespace):
-    """The params of the models and batch: ``--params``, else ``params.yaml`` under ``--root``, else the defaults."""
-    from uaafusion.config import load_params, params_from_dict
+    """The params of the models and batch: ``--params``, else ``params.yaml`` under ``--root``, else the
+    defaults; then ``-S`` overrides (after ``--quick``'s)."""
+    from uaafusion.config import load_params, params_from_dict, parse_overrides
 
     overrides = dict(QUICK_PARAM_OVERRIDES) if args.quick else {}
+    overrides.update(parse_overrides(getattr(args, "set", None) or []))
     path = args.params if args.params is not None else Path(args.root) / "params.yaml"
+    given = "".join(f" -S {item}" for item in getattr(args, "set", None) or [])
     if args.params is None and not path.is_file():
-        return params_from_dict({}, overrides, source="package defaults"), "package defaults"
-    return load_params(path, overrides), str(path)
+        return params_from_dict({}, overrides, source="package defaults"), "package defaults" + given
+    return load_params(path, overrides), str(path) + given
 
 
 def inference_checkpoint(args: argparse.Namespace) -> Path | None:

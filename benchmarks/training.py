@@ -21,8 +21,8 @@ second, and the ratio uncached / cached (target: >= 5).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -82,11 +82,10 @@ def _set_trainable(module: torch.nn.Module, trainable: bool) -> None:
         parameter.requires_grad_(trainable)
 
 
-@contextlib.contextmanager
-def _autocast(params: Params, device: torch.device) -> Iterator[None]:
-    enabled = params.train.amp and device.type == "cuda"
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled):
-        yield
+def _autocast(params: Params, device: torch.device) -> AbstractContextManager[None]:
+    from uaafusion.device import mixed_precision
+
+    return mixed_precision(params.train.amp, device)
 
 
 class TrainingBench:
@@ -214,7 +213,7 @@ class TrainingBench:
             "attribution_engine": params.attribution.engine,
             "attribution_scale": params.attribution.scale,
             "internal_batch_size": params.attribution.internal_batch_size,
-            "amp": bool(params.train.amp and self.device.type == "cuda"),
+            "amp": bool(params.train.amp),
             "device": str(self.device),
         }
 

@@ -122,6 +122,18 @@ def test_only_updates_its_section_and_reads_the_stored_pipeline_timing(quick_doc
     assert updated["sections"]["pipeline"]["ran"] is False
 
 
+def test_set_overrides_a_param_and_is_recorded(tmp_path: Path) -> None:
+    """``-S train.amp=true``: the training steps run under bfloat16 autocast (also on a CPU)."""
+    out = tmp_path / "amp.json"
+    assert suite.main(["--quick", "--device", "cpu", "--only", "training", "--threads", "1", "--root", str(tmp_path),
+                       "--params", str(REPO_ROOT / "params.yaml"), "-S", "train.amp=true", "--out", str(out)]) == 0
+    document = json.loads(out.read_text())
+    cached = document["cases"]["training/fusion_step_cached"]
+    assert cached["amp"] is True and document["cases"]["training/segmentation_step"]["amp"] is True
+    assert document["sections"]["training"]["params"].endswith("params.yaml -S train.amp=true")
+    assert suite.main(["--quick", "--only", "training", "--root", str(tmp_path), "-S", "train.amp"]) == 2
+
+
 def test_bad_section_is_an_error_naming_the_allowed_ones(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert suite.main(["--quick", "--only", "attribution,nonsense", "--root", str(tmp_path)]) == 2
     message = capsys.readouterr().err

@@ -87,3 +87,25 @@ def test_frozen_segmenter_copy_keeps_the_eval_function_and_its_input_gradient():
             gradients.append(gradient)
         scale = float(gradients[0].abs().max())
         assert torch.allclose(gradients[1], gradients[0], rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_mixed_precision_backward_and_forward_derivative_match_the_replaced_convolution():
+    """Under ``train.amp`` (bfloat16 autocast) the forward convolution runs in bfloat16 while the
+    weights stay float32: the derivative passes must follow the lower precision, as the replaced
+    convolution's do (they failed with a dtype mismatch before)."""
+    reference = _frozen_depthwise(6, 3, 2)
+    frozen = FrozenDepthwiseConv2d(reference)
+    image = torch.rand(2, 6, 9, 9)
+    upstream = torch.randn(2, 6, 9, 9)
+    results = []
+    for network in (reference, frozen):
+        point = image.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            output = network(point)
+        (gradient,) = torch.autograd.grad((output.float() * upstream).sum(), point)
+        assert output.dtype == torch.bfloat16 and gradient.dtype == torch.float32
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            _, derivative = jvp(network, (image,), (upstream,))
+        results.append((output.float(), gradient, derivative.float()))
+    for frozen_value, reference_value in zip(results[1], results[0]):
+        assert torch.allclose(frozen_value, reference_value, atol=2e-2, rtol=2e-2)

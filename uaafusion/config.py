@@ -132,6 +132,11 @@ class TrainConfig:
     # experiments/mask_source.py) or "predicted" (the model's inference mask, as `uaafusion fuse`
     # and the evaluation make them).
     fused_mask: Literal["labels", "predicted"] = "labels"
+    # Class mask behind the fusion stage's attribution weights and attention: "labels" (METHOD.md:
+    # the training labels) or "predicted" (the model's inference mask, argmax S(.) of the full image
+    # per model.fusion.inference_mask, so the fusion network trains on the weights it gets at
+    # inference). With "labels" for fused_mask too, the segmentation stage's fused images follow it.
+    fusion_mask: Literal["labels", "predicted"] = "labels"
 
     def check(self, prefix: str) -> None:
         for name in ("rounds", "pretrain_epochs", "fusion_epochs", "segmentation_epochs", "joint_epochs", "retries"):

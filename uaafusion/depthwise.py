@@ -49,13 +49,13 @@ class _SameDepthwise(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None]:
-        weight = ctx.weight
+        weight = ctx.weight.to(grad_output.dtype)  # under autocast the forward ran in a lower precision
         grad_input = F.conv2d(grad_output, weight.flip(-2, -1), None, 1, ctx.padding, ctx.dilation, weight.shape[0])
         return grad_input, None, None, None, None
 
     @staticmethod
     def jvp(ctx: Any, x_tangent: torch.Tensor, *constant_tangents: Any) -> torch.Tensor:
-        weight = ctx.weight
+        weight = ctx.weight.to(x_tangent.dtype)
         return F.conv2d(x_tangent, weight, None, 1, ctx.padding, ctx.dilation, weight.shape[0])
 
 

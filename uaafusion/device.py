@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import torch
 
@@ -40,3 +42,16 @@ def resolve_device(name: str | None = "auto") -> torch.device:
             )
         return device
     raise DeviceError(f"device '{name}' is not understood; allowed: auto, cpu, cuda, cuda:N.")
+
+
+# The lower precision of ``train.amp``: bfloat16 keeps float32's range (no loss scaling needed).
+AMP_DTYPE = torch.bfloat16
+
+
+@contextlib.contextmanager
+def mixed_precision(enabled: bool, device: torch.device) -> Iterator[None]:
+    """``torch.autocast`` to :data:`AMP_DTYPE` on ``device`` when ``enabled`` (``train.amp``), on CUDA
+    and on the CPU alike. On a CPU it pays only where the cores compute bfloat16 natively
+    (AVX512-BF16 or AMX); elsewhere it is emulated and slower."""
+    with torch.autocast(device_type=device.type, dtype=AMP_DTYPE, enabled=enabled):
+        yield

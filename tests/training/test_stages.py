@@ -16,7 +16,7 @@ import torch
 from tests.helpers import REPO_ROOT, tiny_params_dict
 from uaafusion.config import params_from_dict
 from uaafusion.data.synthetic import write_synthetic_dataset
-from uaafusion.errors import TrainingError
+from uaafusion.errors import ConfigError, TrainingError
 from uaafusion.training import read_history, run_training, training_units
 from uaafusion.training.state import STATE_FILE_NAME
 
@@ -116,6 +116,69 @@ def test_segmentation_stage_trains_on_fused_images_made_as_inference_makes_them(
         run_training(tiny_params(tiny_data, **{"train.fused_mask": mode}), tmp_path / mode)
         losses[mode] = [row["loss_fused"] for row in read_history(tmp_path / mode)["steps"] if "loss_fused" in row]
     assert losses["predicted"] and losses["predicted"] != pytest.approx(losses["labels"])
+
+
+def test_fusion_stage_can_train_with_the_inference_mask(tiny_data: Path, tmp_path: Path) -> None:
+    from uaafusion.attribution import labels_to_one_hot, modality_weights
+    from uaafusion.data.datasets import create_dataset
+    from uaafusion.training.stages import _round_masks, _round_weights, open_training, pretrain_segmenter
+
+    assert tiny_params(tiny_data).train.fusion_mask == "labels"  # the default: METHOD.md's label mask
+    params = tiny_params(tiny_data, **{"train.fusion_mask": "predicted"})
+    run_dir = tmp_path / "run"
+    pretrain_segmenter(params, run_dir)
+    context = open_training(params, run_dir)
+    masks = _round_masks(context, 1)
+    weights = _round_weights(context, 1)
+    assert (run_dir / "masks-round-1.pt").is_file()
+    dataset = create_dataset(params.data, params.data.train_split, crop=False)
+    differs_from_labels = False
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        ir, vi = sample["ir"][None], sample["vi"][None]
+        predicted = context.fusion.predicted_mask(context.segmenter, ir, vi)
+        assert torch.equal(masks[sample["name"]].long(), predicted.argmax(dim=1))
+        differs_from_labels |= not torch.equal(masks[sample["name"]][0].long(), sample["label"])
+        if index < 2:  # the round's weights are computed with that mask, not the labels
+            expected, _ = modality_weights(context.segmenter, ir, vi, predicted, params.attribution.steps,
+                                           params.attribution.method, params.attribution.internal_batch_size,
+                                           engine=params.attribution.engine, scale=params.attribution.scale)
+            assert torch.allclose(weights[sample["name"]], expected[0], atol=1e-5)
+            with_labels, _ = modality_weights(
+                context.segmenter, ir, vi, labels_to_one_hot(sample["label"][None], params.data.num_classes,
+                                                             params.data.ignore_index),
+                params.attribution.steps, params.attribution.method, params.attribution.internal_batch_size,
+                engine=params.attribution.engine, scale=params.attribution.scale)
+            differs_from_labels |= not torch.allclose(with_labels[0], expected[0], atol=1e-4)
+    assert differs_from_labels
+
+    # A whole run trains (both schedules), deterministically, and differently from the label mask.
+    first = run_training(params, tmp_path / "a")
+    assert first == run_training(params, tmp_path / "b")
+    labelled = run_training(tiny_params(tiny_data), tmp_path / "labels")
+    assert first != labelled
+    joint = run_training(tiny_params(tiny_data, **{"train.fusion_mask": "predicted", "train.schedule": "joint"}),
+                         tmp_path / "joint")
+    assert 0.0 <= joint["mIoU"] <= 1.0
+    with pytest.raises(ConfigError, match="train.fusion_mask"):
+        tiny_params(tiny_data, **{"train.fusion_mask": "boxes"})
+
+
+@pytest.mark.parametrize("schedule", ["alternating", "joint"])
+def test_mixed_precision_trains_on_the_cpu(tiny_data: Path, tmp_path: Path, schedule: str) -> None:
+    """``train.amp`` (bfloat16 autocast) runs every training step on any device; the GPU preset
+    uses it, and this is the same code path (the frozen segmenter's derivative passes included)."""
+    amp = run_training(tiny_params(tiny_data, **{"train.amp": True, "train.schedule": schedule}), tmp_path / "amp")
+    full = run_training(tiny_params(tiny_data, **{"train.schedule": schedule}), tmp_path / "full")
+    steps = read_history(tmp_path / "amp")["steps"]
+    assert steps and all(torch.isfinite(torch.tensor(row["loss"])) for row in steps)
+    assert 0.0 <= amp["mIoU"] <= 1.0
+    # Lower-precision arithmetic really ran: the losses differ from float32's, but not by much.
+    amp_losses = [row["loss"] for row in steps]
+    full_losses = [row["loss"] for row in read_history(tmp_path / "full")["steps"]]
+    assert amp_losses != full_losses
+    assert amp_losses[0] == pytest.approx(full_losses[0], rel=0.05)
+    assert set(amp) == set(full)
 
 
 def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(

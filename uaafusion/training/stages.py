@@ -17,7 +17,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from uaafusion.config import Params
-from uaafusion.device import resolve_device
+from uaafusion.device import mixed_precision, resolve_device
 from uaafusion.errors import TrainingError
 from uaafusion.training.builders import build_models, build_optimizer, build_scheduler, model_spec
 from uaafusion.training.state import Progress, TrainingObjects, load_state, save_state
@@ -172,11 +172,12 @@ def fusion_stage(params: Params, run_dir: Path, round_index: int, sink: MetricsS
     if all(context.progress.done(unit) for unit in units):
         return {}
     weights = _round_weights(context, round_index)
+    masks = _round_masks(context, round_index)
     last: dict[str, float] = {}
     for epoch, unit in enumerate(units, start=1):
         if context.progress.done(unit):
             continue
-        last = _fusion_epoch(context, unit, weights)
+        last = _fusion_epoch(context, unit, weights, masks)
         _finish_unit(context, unit, "fusion", {"round": round_index, "epoch": epoch}, last, scheduler="fusion")
     return last
 
@@ -187,8 +188,11 @@ def segmentation_stage(params: Params, run_dir: Path, round_index: int, sink: Me
     units = [f"round-{round_index}/segmentation/epoch-{epoch}" for epoch in range(1, params.train.segmentation_epochs + 1)]
     if all(context.progress.done(unit) for unit in units):
         return {}
-    weights = _round_weights(context, round_index) if params.train.fused_mask == "labels" else None
-    fused_store = _fused_image_store(context, weights)
+    if params.train.fused_mask == "labels":
+        fused_store = _fused_image_store(context, _round_weights(context, round_index),
+                                         _round_masks(context, round_index))
+    else:
+        fused_store = _fused_image_store(context, None)
     last: dict[str, float] = {}
     for epoch, unit in enumerate(units, start=1):
         if context.progress.done(unit):
@@ -316,8 +320,13 @@ def _segmenter_epoch(context: TrainingContext, unit: str, fused_store: dict[str,
     return {key: value / max(batches, 1) for key, value in totals.items()}
 
 
-def _fusion_epoch(context: TrainingContext, unit: str, weights: Mapping[str, torch.Tensor]) -> dict[str, float]:
-    """One epoch of the fusion network; the segmenter is frozen but passes gradients to ``F``."""
+def _fusion_epoch(context: TrainingContext, unit: str, weights: Mapping[str, torch.Tensor],
+                  masks: Mapping[str, torch.Tensor] | None = None) -> dict[str, float]:
+    """One epoch of the fusion network; the segmenter is frozen but passes gradients to ``F``.
+
+    The class mask behind the attention is the crop's labels, or (``masks``: this round's
+    :func:`_round_masks`, ``train.fusion_mask: predicted``) the crop of the full image's predicted mask.
+    """
     from uaafusion.attribution import frozen_segmenter, labels_to_one_hot
     from uaafusion.losses import FusionLoss
 
@@ -335,7 +344,8 @@ def _fusion_epoch(context: TrainingContext, unit: str, weights: Mapping[str, tor
     for batch in _train_batches(context, unit):
         ir, vi, labels, roi = batch["ir"], batch["vi"], batch["label"], batch["roi"]
         weight_ir = _crop_stored(weights, batch, context.device)
-        mask = labels_to_one_hot(labels, params.data.num_classes, params.data.ignore_index)
+        mask_ids = labels if masks is None else _crop_stored(masks, batch, context.device)[:, 0].long()
+        mask = labels_to_one_hot(mask_ids, params.data.num_classes, params.data.ignore_index)
         optimizer.zero_grad(set_to_none=True)
         with _autocast(context):
             output = fusion(ir, vi, segmenter, mask=mask, weights=(weight_ir, 1.0 - weight_ir))
@@ -374,7 +384,10 @@ def _joint_epoch(context: TrainingContext, unit: str) -> dict[str, float]:
         segmenter.eval()
         _unfreeze(fusion)
         fusion.train()
-        mask = attribution_mask(segmenter, ir, vi, labels, params.data.num_classes, params.data.ignore_index)
+        if params.train.fusion_mask == "labels":
+            mask = attribution_mask(segmenter, ir, vi, labels, params.data.num_classes, params.data.ignore_index)
+        else:
+            mask = fusion.predicted_mask(segmenter, ir, vi)
         weight_ir, weight_vi = modality_weights(segmenter, ir, vi, mask, params.attribution.steps,
                                                 method=params.attribution.method,
                                                 internal_batch_size=params.attribution.internal_batch_size,
@@ -453,8 +466,10 @@ def validate(context: TrainingContext, samples_dir: Path | None = None) -> dict[
 # --------------------------------------------------------------------------------------------
 
 
-def _modality_weight_store(context: TrainingContext) -> "WeightCache":
-    """Infrared weights ``(1, H, W)`` of every full training image, computed once for this round.
+def _modality_weight_store(context: TrainingContext, masks: Mapping[str, torch.Tensor] | None = None,
+                           ) -> "WeightCache":
+    """Infrared weights ``(1, H, W)`` of every full training image, computed once for this round,
+    with the label mask (``masks`` None) or the stored class maps ``masks`` (:func:`_round_masks`).
 
     The segmenter is frozen for the whole fusion stage, so the weights are fixed: computing them
     once per image (batched over same-size images) replaces an attribution per step (METHOD.md §1).
@@ -471,18 +486,59 @@ def _modality_weight_store(context: TrainingContext) -> "WeightCache":
     chunk = max(1, params.data.batch_size)
     for start in tqdm(range(0, len(dataset), chunk), desc="attribution weights", leave=False, disable=None):
         samples = [dataset[index] for index in range(start, min(start + chunk, len(dataset)))]
-        names, ir_list, vi_list, masks = [], [], [], []
+        names, ir_list, vi_list, class_masks = [], [], [], []
         for sample in samples:
             ir = sample["ir"][None].to(context.device)
             vi = sample["vi"][None].to(context.device)
-            labels = sample["label"][None].to(context.device)
-            masks.append(attribution_mask(segmenter, ir, vi, labels, params.data.num_classes,
-                                          params.data.ignore_index)[0])
+            class_masks.append(_full_image_mask(context, sample, ir, vi, masks)[0])
             names.append(sample["name"])
             ir_list.append(ir[0])
             vi_list.append(vi[0])
-        cache.get_or_compute(names, ir_list, vi_list, masks, segmenter)
+        cache.get_or_compute(names, ir_list, vi_list, class_masks, segmenter)
     return cache
+
+
+def _full_image_mask(context: TrainingContext, sample: dict[str, Any], ir: torch.Tensor, vi: torch.Tensor,
+                     masks: Mapping[str, torch.Tensor] | None) -> torch.Tensor:
+    """One-hot ``(1, C, H, W)`` class mask of a full training image for the fusion stage: from its
+    labels (:func:`attribution_mask`) or, given ``masks``, from its stored predicted class map."""
+    from uaafusion.attribution import labels_to_one_hot
+
+    params = context.params
+    if masks is not None:
+        class_map = masks[sample["name"]][None].long().to(context.device)
+        return labels_to_one_hot(class_map[:, 0], params.data.num_classes, params.data.ignore_index)
+    labels = sample["label"][None].to(context.device)
+    return attribution_mask(context.segmenter, ir, vi, labels, params.data.num_classes, params.data.ignore_index)
+
+
+def _round_masks(context: TrainingContext, round_index: int) -> Mapping[str, torch.Tensor] | None:
+    """This round's fusion-stage class maps ``(1, H, W)`` (class ids) of the full training images when
+    ``train.fusion_mask`` is ``predicted``: ``argmax`` of the model's inference mask
+    (:meth:`~uaafusion.models.unfolding.UnfoldingFusionNet.predicted_mask`), the mask ``uaafusion fuse``
+    uses; None for ``labels``. Computed once per round (the segmenter is frozen from the start of the
+    fusion stage to the start of the segmentation stage) and kept in the run folder for a resume.
+    """
+    if context.params.train.fusion_mask == "labels":
+        return None
+    path = context.run_dir / f"masks-round-{round_index}.pt"
+    if path.is_file():
+        return torch.load(path, map_location="cpu", weights_only=True)
+    fusion, segmenter = context.fusion, context.segmenter
+    segmenter.eval()
+    dataset = _dataset(context, context.params.data.train_split, crop=False)
+    store: dict[str, torch.Tensor] = {}
+    dtype = torch.uint8 if context.params.data.num_classes <= 256 else torch.int64  # class ids, compactly
+    for index in tqdm(range(len(dataset)), desc="predicted masks", leave=False, disable=None):
+        sample = dataset[index]
+        ir = sample["ir"][None].to(context.device)
+        vi = sample["vi"][None].to(context.device)
+        class_map = fusion.predicted_mask(segmenter, ir, vi).argmax(dim=1)
+        store[sample["name"]] = class_map.to(dtype).cpu()
+    temporary = path.with_suffix(".tmp")
+    torch.save(store, temporary)
+    temporary.replace(path)
+    return store
 
 
 def _round_weights(context: TrainingContext, round_index: int) -> Mapping[str, torch.Tensor]:
@@ -494,7 +550,7 @@ def _round_weights(context: TrainingContext, round_index: int) -> Mapping[str, t
     path = context.run_dir / f"weights-round-{round_index}.pt"
     if path.is_file():
         return torch.load(path, map_location="cpu", weights_only=True)
-    cache = _modality_weight_store(context)
+    cache = _modality_weight_store(context, _round_masks(context, round_index))
     store = {name: cache[name] for name in _dataset(context, context.params.data.train_split, crop=False).names}
     temporary = path.with_suffix(".tmp")
     torch.save(store, temporary)
@@ -503,12 +559,13 @@ def _round_weights(context: TrainingContext, round_index: int) -> Mapping[str, t
 
 
 def _fused_image_store(context: TrainingContext, weights: Mapping[str, torch.Tensor] | None,
-                       ) -> dict[str, torch.Tensor]:
+                       masks: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Fused image ``(1, H, W)`` of every full training image from the frozen fusion network.
 
-    ``weights`` (this round's label-mask weights) given: fused with the label mask, as the fusion
-    stage sees them (``train.fused_mask: labels``, the default); the label regions then show in the
-    fused images (``experiments/mask_source.py``). None: fused as inference does, from the
+    ``weights`` (this round's weights) given: fused with the fusion stage's mask (``train.fused_mask:
+    labels``, the default): the label mask, or the round's predicted ``masks`` with
+    ``train.fusion_mask: predicted``; the label regions then show in the fused images
+    (``experiments/mask_source.py``). None: fused as inference does, from the
     segmenter's own mask (the model's ``inference_mask``; ``train.fused_mask: predicted``), so the segmenter
     trains on the kind of fused image it is evaluated on, with no trace of the labels.
     """
@@ -528,8 +585,7 @@ def _fused_image_store(context: TrainingContext, weights: Mapping[str, torch.Ten
             with torch.no_grad():
                 output = fuse_luma(fusion, segmenter, ir, vi)
         else:
-            labels = sample["label"][None].to(context.device)
-            mask = attribution_mask(segmenter, ir, vi, labels, params.data.num_classes, params.data.ignore_index)
+            mask = _full_image_mask(context, sample, ir, vi, masks)
             weight_ir = weights[sample["name"]][None].to(context.device)
             with torch.no_grad():
                 output = fusion(ir, vi, segmenter, mask=mask, weights=(weight_ir, 1.0 - weight_ir))
@@ -643,11 +699,8 @@ def _clip(module: torch.nn.Module, max_norm: float) -> None:
         torch.nn.utils.clip_grad_norm_(module.parameters(), max_norm)
 
 
-@contextmanager
-def _autocast(context: TrainingContext) -> Iterator[None]:
-    enabled = context.params.train.amp and context.device.type == "cuda"
-    with torch.autocast(device_type=context.device.type, dtype=torch.bfloat16, enabled=enabled):
-        yield
+def _autocast(context: TrainingContext) -> AbstractContextManager[None]:
+    return mixed_precision(context.params.train.amp, context.device)
 
 
 def _freeze(module: torch.nn.Module) -> None:
