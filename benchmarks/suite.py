@@ -171,10 +171,11 @@ def load_suite_params(args: argparse.Namespace):
     defaults; then ``-S`` overrides (after ``--quick``'s)."""
     from uaafusion.config import load_params, params_from_dict, parse_overrides
 
+    assignments = getattr(args, "set", None) or []
     overrides = dict(QUICK_PARAM_OVERRIDES) if args.quick else {}
-    overrides.update(parse_overrides(getattr(args, "set", None) or []))
+    overrides.update(parse_overrides(assignments))
     path = args.params if args.params is not None else Path(args.root) / "params.yaml"
-    given = "".join(f" -S {item}" for item in getattr(args, "set", None) or [])
+    given = "".join(f" -S {item}" for item in assignments)
     if args.params is None and not path.is_file():
         return params_from_dict({}, overrides, source="package defaults"), "package defaults" + given
     return load_params(path, overrides), str(path) + given

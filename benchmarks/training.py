@@ -22,7 +22,6 @@ second, and the ratio uncached / cached (target: >= 5).
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ import torch
 
 from benchmarks.timing import time_call
 from uaafusion.config import Params
+from uaafusion.device import mixed_precision
 
 CACHE_SPEEDUP_TARGET = 5.0
 
@@ -80,12 +80,6 @@ def _crop(tensor: torch.Tensor, boxes: list[tuple[int, int, int, int]]) -> torch
 def _set_trainable(module: torch.nn.Module, trainable: bool) -> None:
     for parameter in module.parameters():
         parameter.requires_grad_(trainable)
-
-
-def _autocast(params: Params, device: torch.device) -> AbstractContextManager[None]:
-    from uaafusion.device import mixed_precision
-
-    return mixed_precision(params.train.amp, device)
 
 
 class TrainingBench:
@@ -150,7 +144,7 @@ class TrainingBench:
 
         optimizer = self.fusion_optimizer
         optimizer.zero_grad(set_to_none=True)
-        with _autocast(self.params, self.device):
+        with mixed_precision(self.params.train.amp, self.device):
             output = self.fusion(self.ir, self.vi, self.segmenter, mask=self.mask, weights=weights)
             logits = frozen_segmenter(self.segmenter)(output.fused)
             terms = self.loss(output, self.ir, self.vi, logits, self.labels, self.roi)
@@ -186,7 +180,7 @@ class TrainingBench:
         params = self.params
         optimizer = self.segmenter_optimizer
         optimizer.zero_grad(set_to_none=True)
-        with _autocast(params, self.device):
+        with mixed_precision(params.train.amp, self.device):
             losses = [segmentation_loss(self.segmenter(image), self.labels, params.data.ignore_index, params.loss.dice)
                       for image in (self.ir, self.vi, self.fused)]
             loss = torch.stack(losses).sum()

@@ -100,7 +100,7 @@ def test_segmentation_stage_trains_on_fused_images_made_as_inference_makes_them(
     fusion_stage(params, tmp_path / "run", 1)
     context = open_training(params, tmp_path / "run")
     predicted = _fused_image_store(context, None)
-    labelled = _fused_image_store(context, _round_weights(context, 1))
+    labelled = _fused_image_store(context, _round_weights(context, 1, None))
     dataset = create_dataset(params.data, params.data.train_split, crop=False)
     assert sorted(predicted) == sorted(dataset.names)
     for index in range(len(dataset)):
@@ -129,7 +129,7 @@ def test_fusion_stage_can_train_with_the_inference_mask(tiny_data: Path, tmp_pat
     pretrain_segmenter(params, run_dir)
     context = open_training(params, run_dir)
     masks = _round_masks(context, 1)
-    weights = _round_weights(context, 1)
+    weights = _round_weights(context, 1, masks)
     assert (run_dir / "masks-round-1.pt").is_file()
     dataset = create_dataset(params.data, params.data.train_split, crop=False)
     differs_from_labels = False

@@ -171,8 +171,8 @@ def fusion_stage(params: Params, run_dir: Path, round_index: int, sink: MetricsS
     units = [f"round-{round_index}/fusion/epoch-{epoch}" for epoch in range(1, params.train.fusion_epochs + 1)]
     if all(context.progress.done(unit) for unit in units):
         return {}
-    weights = _round_weights(context, round_index)
     masks = _round_masks(context, round_index)
+    weights = _round_weights(context, round_index, masks)
     last: dict[str, float] = {}
     for epoch, unit in enumerate(units, start=1):
         if context.progress.done(unit):
@@ -189,8 +189,8 @@ def segmentation_stage(params: Params, run_dir: Path, round_index: int, sink: Me
     if all(context.progress.done(unit) for unit in units):
         return {}
     if params.train.fused_mask == "labels":
-        fused_store = _fused_image_store(context, _round_weights(context, round_index),
-                                         _round_masks(context, round_index))
+        masks = _round_masks(context, round_index)
+        fused_store = _fused_image_store(context, _round_weights(context, round_index, masks), masks)
     else:
         fused_store = _fused_image_store(context, None)
     last: dict[str, float] = {}
@@ -506,8 +506,8 @@ def _full_image_mask(context: TrainingContext, sample: dict[str, Any], ir: torch
 
     params = context.params
     if masks is not None:
-        class_map = masks[sample["name"]][None].long().to(context.device)
-        return labels_to_one_hot(class_map[:, 0], params.data.num_classes, params.data.ignore_index)
+        class_map = masks[sample["name"]].long().to(context.device)  # (1, H, W)
+        return labels_to_one_hot(class_map, params.data.num_classes, params.data.ignore_index)
     labels = sample["label"][None].to(context.device)
     return attribution_mask(context.segmenter, ir, vi, labels, params.data.num_classes, params.data.ignore_index)
 
@@ -541,8 +541,10 @@ def _round_masks(context: TrainingContext, round_index: int) -> Mapping[str, tor
     return store
 
 
-def _round_weights(context: TrainingContext, round_index: int) -> Mapping[str, torch.Tensor]:
-    """This round's weights: loaded from the run folder, or computed and saved there.
+def _round_weights(context: TrainingContext, round_index: int, masks: Mapping[str, torch.Tensor] | None,
+                   ) -> Mapping[str, torch.Tensor]:
+    """This round's weights: loaded from the run folder, or computed (with the round's ``masks``,
+    :func:`_round_masks`) and saved there.
 
     The segmenter does not change from the start of a round's fusion stage to the start of its
     segmentation stage, so both stages (and a resumed run) share one computation.
@@ -550,7 +552,7 @@ def _round_weights(context: TrainingContext, round_index: int) -> Mapping[str, t
     path = context.run_dir / f"weights-round-{round_index}.pt"
     if path.is_file():
         return torch.load(path, map_location="cpu", weights_only=True)
-    cache = _modality_weight_store(context, _round_masks(context, round_index))
+    cache = _modality_weight_store(context, masks)
     store = {name: cache[name] for name in _dataset(context, context.params.data.train_split, crop=False).names}
     temporary = path.with_suffix(".tmp")
     torch.save(store, temporary)
