@@ -41,6 +41,14 @@ def test_writes_json_and_prints_the_table(folders: dict[str, Path], tmp_path: Pa
     assert "SSIM" in printed and "Qabf" in printed and "3 image(s)" in printed
 
 
+def test_select_scores_a_subset_and_records_the_pattern(folders: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "subset.json"
+    assert main(_arguments(folders, out, "--select", "[ab]*")) == 0
+    document = json.loads(out.read_text())
+    assert document["count"] == 2 and sorted(document["per_image"]) == ["alpha", "beta"]
+    assert document["inputs"]["select"] == "[ab]*"
+
+
 def test_missing_fused_files_are_listed(folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (folders["fused"] / "beta.tif").unlink()
     (folders["fused"] / "gamma.tif").unlink()

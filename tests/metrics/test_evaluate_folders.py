@@ -52,6 +52,26 @@ def test_extra_fused_images_are_ignored(evaluation_folders: dict[str, Path]) -> 
     assert _evaluate(evaluation_folders)["count"] == 3
 
 
+def test_select_scores_only_the_matching_pairs(evaluation_folders: dict[str, Path]) -> None:
+    everything = _evaluate(evaluation_folders)
+    (evaluation_folders["fused"] / "alpha.tif").unlink()  # not selected: its missing fused image is no error
+    selected = _evaluate(evaluation_folders, select="[bg]*")  # beta, gamma
+    assert selected["count"] == 2
+    assert sorted(selected["per_image"]) == ["beta", "gamma"]
+    for name in ("beta", "gamma"):
+        assert selected["per_image"][name] == pytest.approx(everything["per_image"][name])
+    for key in METRIC_NAMES:
+        assert selected["mean"][key] == pytest.approx(
+            np.mean([everything["per_image"][name][key] for name in ("beta", "gamma")]))
+
+
+def test_select_without_a_match_names_the_pattern(evaluation_folders: dict[str, Path]) -> None:
+    with pytest.raises(DataError) as caught:
+        _evaluate(evaluation_folders, select="*N")
+    message = str(caught.value)
+    assert "'*N'" in message and str(evaluation_folders["ir"]) in message and "alpha" in message
+
+
 def test_missing_fused_images_are_all_listed(evaluation_folders: dict[str, Path]) -> None:
     (evaluation_folders["fused"] / "alpha.tif").unlink()
     (evaluation_folders["fused"] / "gamma.tif").unlink()

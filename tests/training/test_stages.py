@@ -164,6 +164,33 @@ def test_fusion_stage_can_train_with_the_inference_mask(tiny_data: Path, tmp_pat
         tiny_params(tiny_data, **{"train.fusion_mask": "boxes"})
 
 
+@pytest.mark.parametrize("inference_mask", ["average", "infrared"])
+def test_unlabeled_training_images_get_the_inference_mask(tiny_data: Path, tmp_path: Path, inference_mask: str) -> None:
+    """The fusion stage's mask: the labels where an image has any, else the mask ``uaafusion fuse``
+    uses (the model's ``inference_mask``), not a fixed choice of its own."""
+    from uaafusion.attribution import labels_to_one_hot
+    from uaafusion.data.datasets import create_dataset
+    from tests.metrics.evaluation_fixtures import BinningSegmenter
+    from uaafusion.training.stages import attribution_mask, open_training
+
+    params = tiny_params(tiny_data, **{"model.fusion.inference_mask": inference_mask})
+    context = open_training(params, tmp_path / "run")
+    segmenter = BinningSegmenter(params.data.num_classes).eval()  # classes by brightness: known masks
+    dataset = create_dataset(params.data, params.data.train_split, crop=False)
+    samples = [dataset[0], dataset[1]]
+    ir = torch.stack([sample["ir"] for sample in samples])
+    vi = torch.stack([sample["vi"] for sample in samples])
+    labels = torch.stack([samples[0]["label"], torch.full_like(samples[1]["label"], params.data.ignore_index)])
+    mask = attribution_mask(context.fusion, segmenter, ir, vi, labels, params.data.num_classes,
+                            params.data.ignore_index)
+    assert torch.equal(mask[:1], labels_to_one_hot(labels[:1], params.data.num_classes, params.data.ignore_index))
+    source = ir[1:] if inference_mask == "infrared" else (ir[1:] + vi[1:]) / 2
+    other_source = (ir[1:] + vi[1:]) / 2 if inference_mask == "infrared" else ir[1:]
+    assert torch.equal(mask[1:], context.fusion.predicted_mask(segmenter, ir[1:], vi[1:]))
+    assert torch.equal(mask[1:].argmax(dim=1), segmenter(source).argmax(dim=1))
+    assert not torch.equal(mask[1:].argmax(dim=1), segmenter(other_source).argmax(dim=1))  # the choice matters
+
+
 @pytest.mark.parametrize("schedule", ["alternating", "joint"])
 def test_mixed_precision_trains_on_the_cpu(tiny_data: Path, tmp_path: Path, schedule: str) -> None:
     """``train.amp`` (bfloat16 autocast) runs every training step on any device; the GPU preset
@@ -247,3 +274,32 @@ def test_run_killed_mid_training_resumes_to_the_same_result(tiny_data: Path, tmp
     assert numbers(read_history(killed_dir)) == numbers(read_history(reference_dir))
     reference_steps = json.loads((reference_dir / "history.json").read_text())["steps"]
     assert read_history(killed_dir)["steps"] == reference_steps
+
+
+def test_run_fingerprint_follows_params_and_source_code(tiny_data: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run folder is found by the fingerprint: changed code must not resume (or re-export) the
+    run that the old code trained."""
+    from uaafusion.training import stages
+
+    params = tiny_params(tiny_data)
+    fingerprint = stages.run_fingerprint(params)
+    assert fingerprint == stages.run_fingerprint(tiny_params(tiny_data, **{"train.retries": 3}))
+    assert fingerprint != stages.run_fingerprint(tiny_params(tiny_data, **{"train.lr_fusion": 0.002}))
+    monkeypatch.setattr(stages, "package_source_digest", lambda: "another version of the code")
+    assert stages.run_fingerprint(params) != fingerprint
+
+    package = tmp_path / "package"
+    (package / "models").mkdir(parents=True)
+    (package / "losses.py").write_text("WEIGHT = 1.0\n")
+    (package / "models" / "net.py").write_text("STAGES = 3\n")
+    (package / "notes.txt").write_text("not code\n")
+    first = stages.source_digest(package)
+    (package / "notes.txt").write_text("still not code\n")
+    assert stages.source_digest(package) == first
+    (package / "models" / "net.py").write_text("STAGES = 4\n")
+    assert stages.source_digest(package) != first
+    (package / "models" / "net.py").write_text("STAGES = 3\n")
+    assert stages.source_digest(package) == first
+    (package / "models" / "extra.py").write_text("")
+    assert stages.source_digest(package) != first

@@ -45,6 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--device", default="auto", help="where the segmenter runs: auto, cpu, cuda, cuda:N (default auto)"
     )
+    parser.add_argument(
+        "--select", metavar="PATTERN",
+        help="score only the pairs whose name (without extension) matches this shell-style pattern, "
+             "e.g. '*N' for MSRS's night images (quote it)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     parser.add_argument("--out", required=True, type=Path, help="JSON file to write ({per_image, mean, count})")
     parser.set_defaults(func=run)
@@ -86,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         ignore_index=args.ignore_index,
         device=device,
         progress=not args.no_progress,
+        select=args.select,
     )
     seconds = time.perf_counter() - started
     document = {
@@ -100,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
             "labels": str(args.labels) if args.labels else None,
             "boxes": str(args.boxes) if args.boxes else None,
             "segmenter": str(args.segmenter) if args.segmenter else None,
+            "select": args.select,
         },
         "seconds": round(seconds, 3),
     }

@@ -26,6 +26,7 @@ plain JSON.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import math
 from collections.abc import Sequence
@@ -177,9 +178,20 @@ def _collect_samples(
     boxes_dir: str | Path | None,
     num_classes: int | None,
     ignore_index: int,
+    select: str | None = None,
 ) -> list[_Sample]:
-    """Find every triple and check it; one :class:`DataError` lists all problems found."""
+    """Find every triple (of the pairs whose name matches ``select``, a shell-style pattern) and
+    check it; one :class:`DataError` lists all problems found."""
     pairs = find_pairs(ir_dir, vi_dir)
+    if select is not None:
+        selected = [pair for pair in pairs if fnmatch.fnmatchcase(pair.name, select)]
+        if not selected:
+            raise DataError(
+                f"no pair of {ir_dir} and {vi_dir} has a name matching --select {select!r} "
+                f"(names look like {_preview([pair.name for pair in pairs], 3)}); "
+                "give a shell-style pattern of the names without extension, e.g. '*N'."
+            )
+        pairs = selected
     fused_index = index_images(fused_dir, "fused")
     label_index = index_images(labels_dir, "label") if labels_dir is not None else {}
     problems: list[str] = []
@@ -202,7 +214,10 @@ def _collect_samples(
     if missing_boxes:
         problems.append(f"no box file {boxes_dir}/NAME.txt for: {_preview(sorted(missing_boxes))}")
         hints.append("add the box files (an empty file means no boxes)")
-    extra_fused = sorted(set(fused_index) - {pair.name for pair in pairs})
+    extra_fused = sorted(
+        name for name in set(fused_index) - {pair.name for pair in pairs}
+        if select is None or fnmatch.fnmatchcase(name, select)
+    )
     if extra_fused:
         LOGGER.info(
             "%d fused image(s) without a source pair are ignored: %s", len(extra_fused), _preview(extra_fused, 5)
@@ -324,6 +339,7 @@ def evaluate_folders(
     ignore_index: int = 255,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    select: str | None = None,
 ) -> dict:
     """Score the fused images of ``fused_dir`` against ``ir_dir``/``vi_dir`` (and labels, if given).
 
@@ -342,6 +358,8 @@ def evaluate_folders(
         ignore_index: label value of pixels that are not scored.
         device: where the segmenter runs (``cpu``, ``cuda``, ``auto``).
         progress: show a tqdm progress bar.
+        select: score only the pairs whose name (file stem) matches this shell-style pattern,
+            e.g. ``"*N"`` for MSRS's night images; None: every pair.
 
     Returns:
         ``{"per_image": {name: {metric: value}}, "mean": {metric: value}, "count": n}`` (plus
@@ -361,7 +379,8 @@ def evaluate_folders(
         segmenter.to(torch_device).eval()
     try:
         num_classes, names = _resolve_classes(boxes_dir, segmenter, num_classes, class_names, torch_device)
-        samples = _collect_samples(ir_dir, vi_dir, fused_dir, labels_dir, boxes_dir, num_classes, ignore_index)
+        samples = _collect_samples(ir_dir, vi_dir, fused_dir, labels_dir, boxes_dir, num_classes, ignore_index,
+                                   select)
         if labels_dir is not None and segmenter is None:
             LOGGER.warning("labels given without a segmenter: only the fusion metrics are computed.")
         if segmenter is not None and labels_dir is None and boxes_dir is None:

@@ -13,6 +13,7 @@ saved after each unit, so a killed run picks up where it stopped and ends with t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -75,7 +76,10 @@ class TrainingContext:
 
 
 def run_fingerprint(params: Params) -> str:
-    """Short hash of everything that changes a training run's result (not retries, device, report)."""
+    """Short hash of everything that changes a training run's result (not retries, device, report):
+    the params and the package's source code (:func:`package_source_digest`). A run folder is
+    resumed only by a run with the same fingerprint, so a run of changed code starts afresh instead
+    of resuming (or, when finished, re-exporting) what the old code trained."""
     relevant = params.to_dict()
     relevant.pop("device", None)
     relevant.pop("report", None)
@@ -83,8 +87,24 @@ def run_fingerprint(params: Params) -> str:
     relevant.pop("outputs", None)
     relevant["train"].pop("retries", None)
     relevant["data"].pop("num_workers", None)
+    relevant["code"] = package_source_digest()
     encoded = json.dumps(relevant, sort_keys=True).encode()
     return hashlib.sha256(encoded).hexdigest()[:12]
+
+
+def source_digest(root: Path) -> str:
+    """SHA-256 of every ``*.py`` file under ``root`` (relative paths and contents, in path order)."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def package_source_digest() -> str:
+    """:func:`source_digest` of the installed ``uaafusion`` package (computed once per process)."""
+    return source_digest(Path(__file__).resolve().parents[1])
 
 
 def open_training(params: Params, run_dir: Path, sink: MetricsSink | None = None) -> TrainingContext:
@@ -385,7 +405,7 @@ def _joint_epoch(context: TrainingContext, unit: str) -> dict[str, float]:
         _unfreeze(fusion)
         fusion.train()
         if params.train.fusion_mask == "labels":
-            mask = attribution_mask(segmenter, ir, vi, labels, params.data.num_classes, params.data.ignore_index)
+            mask = attribution_mask(fusion, segmenter, ir, vi, labels, params.data.num_classes, params.data.ignore_index)
         else:
             mask = fusion.predicted_mask(segmenter, ir, vi)
         weight_ir, weight_vi = modality_weights(segmenter, ir, vi, mask, params.attribution.steps,
@@ -509,7 +529,8 @@ def _full_image_mask(context: TrainingContext, sample: dict[str, Any], ir: torch
         class_map = masks[sample["name"]].long().to(context.device)  # (1, H, W)
         return labels_to_one_hot(class_map, params.data.num_classes, params.data.ignore_index)
     labels = sample["label"][None].to(context.device)
-    return attribution_mask(context.segmenter, ir, vi, labels, params.data.num_classes, params.data.ignore_index)
+    return attribution_mask(context.fusion, context.segmenter, ir, vi, labels, params.data.num_classes,
+                            params.data.ignore_index)
 
 
 def _round_masks(context: TrainingContext, round_index: int) -> Mapping[str, torch.Tensor] | None:
@@ -620,16 +641,17 @@ def _crop_stored(store: Mapping[str, torch.Tensor], batch: dict[str, Any], devic
 # --------------------------------------------------------------------------------------------
 
 
-def attribution_mask(segmenter: torch.nn.Module, ir: torch.Tensor, vi: torch.Tensor, labels: torch.Tensor,
-                     num_classes: int, ignore_index: int) -> torch.Tensor:
-    """Class mask for attribution: from labels, or ``argmax S((I+V)/2)`` for images without labels."""
-    from uaafusion.attribution import labels_to_one_hot, mask_from_logits
+def attribution_mask(fusion: torch.nn.Module, segmenter: torch.nn.Module, ir: torch.Tensor, vi: torch.Tensor,
+                     labels: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
+    """One-hot class mask ``(B, C, H, W)`` for the fusion stage's attribution from ``labels (B, H, W)``;
+    an image without any label gets the fusion model's inference mask
+    (:meth:`~uaafusion.models.unfolding.UnfoldingFusionNet.predicted_mask`), the one ``uaafusion fuse`` uses."""
+    from uaafusion.attribution import labels_to_one_hot
 
     mask = labels_to_one_hot(labels, num_classes, ignore_index)
     unlabeled = (labels == ignore_index).flatten(1).all(dim=1)
     if bool(unlabeled.any()):
-        with torch.no_grad():
-            predicted_mask = mask_from_logits(segmenter((ir + vi) / 2))
+        predicted_mask = fusion.predicted_mask(segmenter, ir, vi).to(mask.dtype)
         mask = torch.where(unlabeled[:, None, None, None], predicted_mask, mask)
     return mask
 
