@@ -32,7 +32,7 @@ from uaafusion.config import Params
 from uaafusion.device import mixed_precision, resolve_device
 from uaafusion.errors import TrainingError
 from uaafusion.training.builders import build_models, build_optimizer, build_scheduler, model_spec
-from uaafusion.training.state import Progress, TrainingObjects, load_state, save_state
+from uaafusion.training.state import Progress, TrainingObjects, load_state, save_atomically, save_state
 
 if TYPE_CHECKING:
     from uaafusion.attribution import WeightCache
@@ -542,24 +542,22 @@ def _round_masks(context: TrainingContext, round_index: int) -> Mapping[str, tor
     """
     if context.params.train.fusion_mask == "labels":
         return None
-    path = context.run_dir / f"masks-round-{round_index}.pt"
-    if path.is_file():
-        return torch.load(path, map_location="cpu", weights_only=True)
-    fusion, segmenter = context.fusion, context.segmenter
-    segmenter.eval()
-    dataset = _dataset(context, context.params.data.train_split, crop=False)
-    store: dict[str, torch.Tensor] = {}
-    dtype = torch.uint8 if context.params.data.num_classes <= 256 else torch.int64  # class ids, compactly
-    for index in tqdm(range(len(dataset)), desc="predicted masks", leave=False, disable=None):
-        sample = dataset[index]
-        ir = sample["ir"][None].to(context.device)
-        vi = sample["vi"][None].to(context.device)
-        class_map = fusion.predicted_mask(segmenter, ir, vi).argmax(dim=1)
-        store[sample["name"]] = class_map.to(dtype).cpu()
-    temporary = path.with_suffix(".tmp")
-    torch.save(store, temporary)
-    temporary.replace(path)
-    return store
+
+    def compute() -> dict[str, torch.Tensor]:
+        fusion, segmenter = context.fusion, context.segmenter
+        segmenter.eval()
+        dataset = _dataset(context, context.params.data.train_split, crop=False)
+        store: dict[str, torch.Tensor] = {}
+        dtype = torch.uint8 if context.params.data.num_classes <= 256 else torch.int64  # class ids, compactly
+        for index in tqdm(range(len(dataset)), desc="predicted masks", leave=False, disable=None):
+            sample = dataset[index]
+            ir = sample["ir"][None].to(context.device)
+            vi = sample["vi"][None].to(context.device)
+            class_map = fusion.predicted_mask(segmenter, ir, vi).argmax(dim=1)
+            store[sample["name"]] = class_map.to(dtype).cpu()
+        return store
+
+    return _kept_in_run_folder(context.run_dir / f"masks-round-{round_index}.pt", compute)
 
 
 def _round_weights(context: TrainingContext, round_index: int, masks: Mapping[str, torch.Tensor] | None,
@@ -570,14 +568,20 @@ def _round_weights(context: TrainingContext, round_index: int, masks: Mapping[st
     The segmenter does not change from the start of a round's fusion stage to the start of its
     segmentation stage, so both stages (and a resumed run) share one computation.
     """
-    path = context.run_dir / f"weights-round-{round_index}.pt"
+    def compute() -> dict[str, torch.Tensor]:
+        cache = _modality_weight_store(context, masks)
+        return {name: cache[name] for name in _dataset(context, context.params.data.train_split, crop=False).names}
+
+    return _kept_in_run_folder(context.run_dir / f"weights-round-{round_index}.pt", compute)
+
+
+def _kept_in_run_folder(path: Path, compute: Callable[[], dict[str, torch.Tensor]]) -> Mapping[str, torch.Tensor]:
+    """A per-round store of tensors by image name: loaded from ``path`` when a run (or the round's
+    other stage) has kept it there, else made by ``compute()`` and kept there for the next reader."""
     if path.is_file():
         return torch.load(path, map_location="cpu", weights_only=True)
-    cache = _modality_weight_store(context, masks)
-    store = {name: cache[name] for name in _dataset(context, context.params.data.train_split, crop=False).names}
-    temporary = path.with_suffix(".tmp")
-    torch.save(store, temporary)
-    temporary.replace(path)
+    store = compute()
+    save_atomically(store, path)
     return store
 
 

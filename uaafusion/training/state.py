@@ -67,6 +67,12 @@ def save_state(run_dir: Path, objects: TrainingObjects) -> Path:
             "python": json.dumps(random.getstate()),
         },
     }
+    return save_atomically(payload, path)
+
+
+def save_atomically(payload: Any, path: Path) -> Path:
+    """``torch.save`` ``payload`` to ``path`` so that a kill leaves the old file or the new one, never
+    half of one (a temporary file beside it, synced, then renamed)."""
     temporary = path.with_suffix(".tmp")
     torch.save(payload, temporary)
     with open(temporary, "rb") as handle:
