@@ -77,6 +77,7 @@ def test_wrong_types_name_the_key(tmp_path, raw, message):
     ({"train": {"lr_schedule": "step"}}, "train.lr_schedule", "cosine, constant"),
     ({"model": {"fusion": {"inference_mask": "visible"}}}, "model.fusion.inference_mask", "average, infrared"),
     ({"attribution": {"engine": "fast"}}, "attribution.engine", "reverse, forward, captum"),
+    ({"loss": {"roi_target": "visible"}}, "loss.roi_target", "maximum, infrared"),
 ])
 def test_value_outside_allowed_set_lists_allowed_values(tmp_path, raw, key, allowed):
     with pytest.raises(ConfigError) as error:

@@ -76,6 +76,18 @@ def test_roi_loss_by_hand():
     assert roi_loss(torch.maximum(ir, vi), ir, vi, torch.ones(1, 1, 3, 3)).item() == pytest.approx(0.0)
 
 
+def test_roi_loss_with_the_infrared_target_follows_the_infrared_image():
+    ir = torch.zeros(1, 1, 5, 5)
+    ir[..., 2, 2] = 0.4  # a warm spot: infrared intensity and edges
+    vi = torch.full((1, 1, 5, 5), 0.8)  # brighter everywhere, flat
+    inside = torch.ones(1, 1, 5, 5)
+    assert roi_loss(ir, ir, vi, inside, target="infrared").item() == pytest.approx(0.0)
+    assert roi_loss(ir, ir, vi, inside).item() > 0.1  # the default target is the brighter visible image
+    assert roi_loss(vi, ir, vi, inside, target="infrared").item() > 0.1
+    with pytest.raises(ValueError, match="roi target 'visible'"):
+        roi_loss(ir, ir, vi, inside, target="visible")
+
+
 def test_fusion_loss_weights_and_reports_every_term():
     fused, ir, vi = _constant(0.5, 4), _constant(1.0, 4), _constant(0.0, 4)
     output = FusionOutput(fused=fused, weight_ir=_constant(1.0, 4), weight_vi=_constant(0.0, 4))
@@ -91,6 +103,11 @@ def test_fusion_loss_weights_and_reports_every_term():
     assert terms["roi"].item() == pytest.approx(roi_loss(fused, ir, vi, roi).item())
     expected = 2.0 * 0.25 + 0.5 * terms["gradient"].item() + 0.1 * math.log(2) + 3.0 * terms["roi"].item()
     assert terms["total"].item() == pytest.approx(expected, rel=1e-6)
+    # The configured ROI target reaches the term (a dark infrared image, so the two targets differ).
+    darker = FusionOutput(fused=_constant(0.25, 4), weight_ir=_constant(1.0, 4), weight_vi=_constant(0.0, 4))
+    infrared_target = FusionLoss(LossConfig(roi=3.0, roi_target="infrared"), 255)(darker, vi, ir, logits, labels, roi)
+    assert infrared_target["roi"].item() == pytest.approx(0.25**2)  # (0.25 - 0)^2 at the box pixel
+    assert roi_loss(darker.fused, vi, ir, roi).item() == pytest.approx(0.75**2)  # the default: the brighter source
     no_segmentation = FusionLoss(LossConfig(segmentation=0.0), 255)(output, ir, vi)
     assert no_segmentation["segmentation"].item() == 0.0 and no_segmentation["roi"].item() == 0.0
 

@@ -160,10 +160,16 @@ class LossConfig:
     dice: float = 0.0
     roi: float = 0.0
     class_balance: float = 0.0
+    # What the fused image follows inside the boxes (the ROI term): "maximum" (the brighter source's
+    # intensity and the stronger gradient, pixel by pixel) or "infrared" (the infrared intensity and
+    # gradient: warm targets keep their thermal contrast, STDFusionNet-style).
+    roi_target: Literal["maximum", "infrared"] = "maximum"
 
     def check(self, prefix: str) -> None:
         for item in dataclasses.fields(self):
-            _require(getattr(self, item.name) >= 0, f"{prefix}.{item.name}", "a weight >= 0", getattr(self, item.name))
+            if item.type in (float, "float"):
+                _require(getattr(self, item.name) >= 0, f"{prefix}.{item.name}", "a weight >= 0",
+                         getattr(self, item.name))
         _require(self.class_balance <= 1.0, f"{prefix}.class_balance",
                  "an exponent in [0, 1] (0 = plain cross-entropy, 0.5 = 1/sqrt(frequency), 1 = 1/frequency)",
                  self.class_balance)

@@ -92,15 +92,27 @@ def class_balance_weights(pixel_counts: np.ndarray | Sequence[int], exponent: fl
     return weights / float((frequency * weights).sum())
 
 
-def roi_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor, roi: torch.Tensor) -> torch.Tensor:
+ROI_TARGETS: tuple[str, ...] = ("maximum", "infrared")
+
+
+def roi_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor, roi: torch.Tensor,
+             target: str = "maximum") -> torch.Tensor:
     """Target-aware term inside the box masks ``roi (B, 1, H, W)``: 0 when no pixel is inside a box.
 
-    ``sum(roi (F - max(I, V))^2) / sum(roi) + sum(roi |(|grad F| - max(|grad I|, |grad V|))|) / sum(roi)``.
+    ``sum(roi (F - T)^2) / sum(roi) + sum(roi |(|grad F| - G)|) / sum(roi)`` with, for ``target``
+    ``"maximum"``, ``T = max(I, V)`` and ``G = max(|grad I|, |grad V|)``; for ``"infrared"``,
+    ``T = I`` and ``G = |grad I|``.
     """
+    if target not in ROI_TARGETS:
+        raise ValueError(f"roi target {target!r}: expected one of {', '.join(ROI_TARGETS)}")
     roi = roi.to(fused.dtype)
     count = roi.sum().clamp(min=1.0)
-    intensity = (roi * (fused - torch.maximum(ir, vi)).pow(2)).sum() / count
-    gradient_target = torch.maximum(sobel_magnitude_l1(ir), sobel_magnitude_l1(vi))
+    if target == "infrared":
+        intensity_target, gradient_target = ir, sobel_magnitude_l1(ir)
+    else:
+        intensity_target = torch.maximum(ir, vi)
+        gradient_target = torch.maximum(sobel_magnitude_l1(ir), sobel_magnitude_l1(vi))
+    intensity = (roi * (fused - intensity_target).pow(2)).sum() / count
     gradient = (roi * (sobel_magnitude_l1(fused) - gradient_target).abs()).sum() / count
     return intensity + gradient
 
@@ -140,7 +152,7 @@ class FusionLoss:
             "gradient": gradient_loss(fused, ir, vi) if config.gradient > 0 else zero,
             "segmentation": segmentation_loss(logits, labels, self.ignore_index, class_weights=self.class_weights)
             if config.segmentation > 0 and logits is not None and labels is not None else zero,
-            "roi": roi_loss(fused, ir, vi, roi) if config.roi > 0 and roi is not None else zero,
+            "roi": roi_loss(fused, ir, vi, roi, config.roi_target) if config.roi > 0 and roi is not None else zero,
         }
         terms["total"] = (
             config.intensity * terms["intensity"]
