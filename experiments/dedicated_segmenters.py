@@ -272,13 +272,13 @@ def main(argv: list[str] | None = None) -> int:
         cropper = create_dataset(data, data.train_split, crop=True, seed=seed)
         results[str(seed)] = {}
         for kind in kinds:
-            print(f"seed {seed}, {kind}: training", flush=True)
             segmenter, seconds = dedicated_segmenter(params, kind, train, cropper, args.epochs, seed, device,
                                                      class_weights, Path(args.work))
             scores = score(segmenter, test.images[kind], test.labels, params, device)
             results[str(seed)][kind] = {**scores, "train_seconds": None if seconds is None else round(seconds, 1)}
-            print(json.dumps({kind: round(scores["mIoU"], 4), **{k: round(v, 4) for k, v in scores["iou"].items()}}),
-                  flush=True)
+            origin = "kept" if seconds is None else f"trained in {seconds:.0f} s"
+            print(f"seed {seed}, {kind} ({origin}): mIoU {scores['mIoU']:.4f}, "
+                  + ", ".join(f"{name} {value:.4f}" for name, value in scores["iou"].items()), flush=True)
     shared = None
     if args.checkpoint:
         segmenter = load_models(args.checkpoint, map_location=device).segmenter.to(device)

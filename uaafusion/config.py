@@ -19,6 +19,7 @@ import yaml
 from uaafusion.errors import ConfigError
 
 Layout = Literal["msrs", "fmb", "boxes", "pairs"]
+RoiTarget = Literal["maximum", "infrared"]
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,7 @@ class LossConfig:
     # What the fused image follows inside the boxes (the ROI term): "maximum" (the brighter source's
     # intensity and the stronger gradient, pixel by pixel) or "infrared" (the infrared intensity and
     # gradient: warm targets keep their thermal contrast, STDFusionNet-style).
-    roi_target: Literal["maximum", "infrared"] = "maximum"
+    roi_target: RoiTarget = "maximum"
 
     def check(self, prefix: str) -> None:
         for item in dataclasses.fields(self):

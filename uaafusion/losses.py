@@ -8,13 +8,13 @@ returns a scalar tensor and stays finite when a mask is empty (0, never NaN).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 import numpy as np
 import torch
 import torch.nn.functional as functional
 
-from uaafusion.config import LossConfig
+from uaafusion.config import LossConfig, RoiTarget
 from uaafusion.imageops import sobel_magnitude_l1
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ def class_balance_weights(pixel_counts: np.ndarray | Sequence[int], exponent: fl
     return weights / float((frequency * weights).sum())
 
 
-ROI_TARGETS: tuple[str, ...] = ("maximum", "infrared")
+ROI_TARGETS: tuple[str, ...] = get_args(RoiTarget)
 
 
 def roi_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor, roi: torch.Tensor,
