@@ -172,9 +172,16 @@ def attribution_inputs(batch: int, classes: int, height: int, width: int, seed: 
     generator = torch.Generator().manual_seed(seed)
     noise = torch.rand(2 * batch, 1, height, width, generator=generator)
     images = torch.nn.functional.avg_pool2d(noise, 5, stride=1, padding=2, count_include_pad=False)
-    stripes = (torch.arange(width) * classes // width).expand(batch, height, width)
-    mask = torch.nn.functional.one_hot(stripes, classes).permute(0, 3, 1, 2).float()
-    return images[:batch].to(device), images[batch:].to(device), mask.to(device)
+    mask = torch.nn.functional.one_hot(stripe_labels(batch, classes, height, width), classes).permute(0, 3, 1, 2)
+    return images[:batch].to(device), images[batch:].to(device), mask.float().to(device)
+
+
+def stripe_labels(batch: int, classes: int, height: int, width: int) -> torch.Tensor:
+    """Label ids ``(B, H, W)`` (int64): ``C`` vertical stripes of equal width, ids 0..C-1 from the left,
+    so every class is present in every image (needs ``width >= C``)."""
+    if width < classes:
+        raise ValueError(f"stripe_labels: width {width} < classes {classes}; every class needs a column.")
+    return (torch.arange(width) * classes // width).expand(batch, height, width).clone()
 
 
 def _check_same(result: torch.Tensor, reference: torch.Tensor, tolerance: float, what: str) -> tuple[float, float]:

@@ -9,7 +9,8 @@ Sections (``--only``, comma-separated; default all but ``pipeline``):
   on CUDA or with ``--full-grid`` all 24 cases (C in {4, 9, 15}, steps in {5, 10}, 256x256 and
   640x480, batch 1 and 8);
 - ``training``: one fusion-stage step with and without the attribution cache, one
-  segmentation-stage step (:mod:`benchmarks.training`);
+  segmentation-stage step (:mod:`benchmarks.training`), with the params' batch and with the batch
+  of the attribution headline case (``training/headline/...``, every class present);
 - ``inference``: ``fuse_luma`` per image at 640x480 and 1280x1024, ms/image and peak memory
   (:mod:`benchmarks.inference`);
 - ``metrics``: the nine fusion metrics over 60 images of 640x480 (:mod:`benchmarks.metrics`);
@@ -270,11 +271,19 @@ def run_suite(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
             }
         if "training" in sections:
             at = time.perf_counter()
-            records, found = training.benchmark_training(params, device, repeats, warmup, params.seed, log)
+            headline = attribution.quick_grid()[0] if args.quick else attribution.HEADLINE_CASE
+            records, found = training.benchmark_training_settings(params, headline, device, repeats, warmup,
+                                                                  params.seed, log)
             cases.update(records)
             ratios.update(found)
-            section_info["training"] = {**common, "params": params_source, "quick": args.quick,
-                                        "seconds": time.perf_counter() - at}
+            section_info["training"] = {
+                **common, "params": params_source, "quick": args.quick,
+                "settings": {"training": "the params' batch (data.batch_size crops of data.crop_size, "
+                                         "attribution.steps, the scenes' classes)",
+                             training.HEADLINE_PREFIX: f"the attribution headline case {headline.key} "
+                                                       "(whole scenes, every class present), the params' models"},
+                "seconds": time.perf_counter() - at,
+            }
         if "inference" in sections:
             at = time.perf_counter()
             sizes = inference.QUICK_SIZES if args.quick else inference.DEFAULT_SIZES
@@ -384,13 +393,17 @@ def _merge_into_existing(path: Path, document: dict[str, Any], ran: list[str]) -
 
 def targets(document: dict[str, Any]) -> dict[str, Any]:
     """The issue's targets met or not, from a document's ratios and cases."""
-    found: dict[str, Any] = {}
-    ratio = document.get("ratios", {}).get("training/cache_speedup")
-    if ratio is not None:
-        from benchmarks.training import CACHE_SPEEDUP_TARGET
+    from benchmarks.training import CACHE_SPEEDUP_TARGET, HEADLINE_PREFIX
 
-        found["training/cache_speedup"] = {"target": f">= {CACHE_SPEEDUP_TARGET:g}x", "value": ratio,
-                                           "met": ratio >= CACHE_SPEEDUP_TARGET}
+    found: dict[str, Any] = {}
+    # The cache target, judged in both training settings (the issue names no batch for it; its
+    # headline attribution case is the scale it names).
+    for prefix, setting in ((HEADLINE_PREFIX, "the attribution headline case's batch, every class present"),
+                            ("training", "the params' training batch")):
+        ratio = document.get("ratios", {}).get(f"{prefix}/cache_speedup")
+        if ratio is not None:
+            found[f"{prefix}/cache_speedup"] = {"target": f">= {CACHE_SPEEDUP_TARGET:g}x", "value": ratio,
+                                                "met": ratio >= CACHE_SPEEDUP_TARGET, "setting": setting}
     from benchmarks.attribution import HEADLINE_CASE
 
     headline = f"attribution/{HEADLINE_CASE.key}"

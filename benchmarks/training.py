@@ -17,6 +17,18 @@ and one step is what :mod:`uaafusion.training.stages` does per batch:
 
 Numbers: seconds per step (median and spread, :mod:`benchmarks.timing`), images (crops) per
 second, and the ratio uncached / cached (target: >= 5).
+
+Two settings, both with the params' models (segmenter, unfolding network, attribution engine,
+``internal_batch_size``, ``train.amp``):
+
+- **the params' batch** (keys ``training/...``): ``data.batch_size`` crops of ``data.crop_size``,
+  ``attribution.steps``, the generator's label ids below ``data.num_classes`` (the embedded
+  default: 4 crops of 96x96, 4 steps, about 4 classes present);
+- **the issue's headline setting** (keys ``training/headline/...``, :func:`headline_params`): the
+  attribution benchmark's headline case (C 9, steps 5, batch 8, 256x256: whole scenes of that size
+  as the batch) with every class present in every image (:func:`benchmarks.attribution.stripe_labels`,
+  as in the attribution benchmark), the scale at which the published code's per-step attribution
+  is slow.
 """
 
 from __future__ import annotations
@@ -28,11 +40,30 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.attribution import AttributionCase, stripe_labels
 from benchmarks.timing import time_call
-from uaafusion.config import Params
+from uaafusion.config import Params, params_from_dict
 from uaafusion.device import mixed_precision
 
 CACHE_SPEEDUP_TARGET = 5.0
+LABEL_SOURCES = ("scene", "stripes")
+HEADLINE_PREFIX = "training/headline"
+
+
+def headline_params(params: Params, case: AttributionCase) -> Params:
+    """``params`` with the batch of an attribution case: ``case.classes`` classes (generic names),
+    ``case.steps`` integration steps, ``case.batch`` whole ``case.height x case.width`` scenes per
+    batch (``data.crop_size`` 0). Models and every other setting stay the params'."""
+    overrides = {
+        "data.num_classes": case.classes,
+        "data.class_names": [f"class_{index}" for index in range(case.classes)],
+        "attribution.steps": case.steps,
+        "data.batch_size": case.batch,
+        "data.crop_size": 0,
+        "synthetic.height": case.height,
+        "synthetic.width": case.width,
+    }
+    return params_from_dict(params.to_dict(), overrides, source=f"params with the batch of {case.key}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -83,9 +114,13 @@ def _set_trainable(module: torch.nn.Module, trainable: bool) -> None:
 
 
 class TrainingBench:
-    """Models, optimisers, one batch of crops and the full images they come from, for one device."""
+    """Models, optimisers, one batch of crops and the full images they come from, for one device.
 
-    def __init__(self, params: Params, device: torch.device, seed: int = 0) -> None:
+    ``labels``: ``"scene"`` (the generator's label ids, ids >= ``data.num_classes`` as background)
+    or ``"stripes"`` (every class present in every image, :func:`benchmarks.attribution.stripe_labels`).
+    """
+
+    def __init__(self, params: Params, device: torch.device, seed: int = 0, labels: str = "scene") -> None:
         from uaafusion.attribution import WeightCache, labels_to_one_hot
         from uaafusion.losses import FusionLoss
         from uaafusion.training.builders import build_models, build_optimizer
@@ -97,8 +132,13 @@ class TrainingBench:
         height = max(params.synthetic.height, crop)
         width = max(params.synthetic.width, crop)
         self.full_size = (height, width)
+        if labels not in LABEL_SOURCES:
+            raise ValueError(f"TrainingBench labels={labels!r}: allowed {', '.join(LABEL_SOURCES)}.")
         self.names, full_ir, full_vi, full_labels = synthetic_scenes(self.batch_size, height, width,
                                                                      data.num_classes, seed)
+        if labels == "stripes":
+            full_labels = stripe_labels(self.batch_size, data.num_classes, height, width)
+        self.labels_source = labels
         self.full_ir, self.full_vi = full_ir.to(device), full_vi.to(device)
         self.full_mask = labels_to_one_hot(full_labels.to(device), data.num_classes, data.ignore_index)
         self.boxes = crop_boxes(self.batch_size, height, width, crop, seed)
@@ -208,67 +248,80 @@ class TrainingBench:
             "attribution_scale": params.attribution.scale,
             "internal_batch_size": params.attribution.internal_batch_size,
             "amp": bool(params.train.amp),
+            "labels": self.labels_source,
             "device": str(self.device),
         }
 
 
 def benchmark_training(params: Params, device: torch.device | str = "cpu", repeats: int = 3, warmup: int = 1,
-                       seed: int = 0, log: Callable[[str], None] | None = None,
-                       ) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+                       seed: int = 0, log: Callable[[str], None] | None = None, prefix: str = "training",
+                       labels: str = "scene") -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
     """Time the three steps. Returns ``(records, ratios)``:
 
-    records ``training/fusion_step_cached``, ``training/fusion_step_uncached``,
-    ``training/segmentation_step`` (timing summary + case parameters + ``images_per_s``), and the
-    ratio ``training/cache_speedup`` (uncached median / cached median, the target). When the
-    params' engine is not ``captum``, also ``training/fusion_step_uncached_captum``: the weights
+    records ``{prefix}/fusion_step_cached``, ``{prefix}/fusion_step_uncached``,
+    ``{prefix}/segmentation_step`` (timing summary + case parameters + ``images_per_s``), and the
+    ratio ``{prefix}/cache_speedup`` (uncached median / cached median, the target). When the
+    params' engine is not ``captum``, also ``{prefix}/fusion_step_uncached_captum``: the weights
     computed every step the published way (Captum's IntegratedGradients, one call per class), and
-    its ratio ``training/cache_speedup_vs_captum``.
+    its ratio ``{prefix}/cache_speedup_vs_captum``. ``labels``: see :class:`TrainingBench`.
     """
     torch_device = torch.device(device)
-    bench = TrainingBench(params, torch_device, seed)
+    bench = TrainingBench(params, torch_device, seed, labels)
     common = bench.case_params()
     bench.prepare_fusion()
     records: dict[str, dict[str, Any]] = {}
     misses_before = bench.cache.misses
+    where = f" ({common['batch']} x {common['width']}x{common['height']}, {common['classes_present']:g} classes " \
+            f"present, {common['attribution_steps']} steps)"
     if log is not None:
-        log("training: fusion step with the attribution cache")
+        log(f"{prefix}: fusion step with the attribution cache{where}")
     summary, _ = time_call(bench.step_with_cache, torch_device, repeats, warmup)
     if bench.cache.misses != misses_before:
         raise AssertionError("the weight cache missed during the cached fusion steps")
-    records["training/fusion_step_cached"] = {
+    cached = records[f"{prefix}/fusion_step_cached"] = {
         **summary, **common, "step": "fusion", "weights": "WeightCache hit (full images, cropped)",
         "images_per_s": bench.batch_size / summary["median_s"], "cache": bench.cache.stats(),
     }
     if log is not None:
-        log("training: fusion step computing the attribution weights")
+        log(f"{prefix}: fusion step computing the attribution weights")
     summary, _ = time_call(bench.step_without_cache, torch_device, repeats, warmup)
-    records["training/fusion_step_uncached"] = {
+    records[f"{prefix}/fusion_step_uncached"] = {
         **summary, **common, "step": "fusion", "weights": "modality_weights of the crops at every step",
         "images_per_s": bench.batch_size / summary["median_s"],
     }
-    ratios = {"training/cache_speedup": records["training/fusion_step_uncached"]["median_s"]
-              / records["training/fusion_step_cached"]["median_s"]}
+    ratios = {f"{prefix}/cache_speedup": summary["median_s"] / cached["median_s"]}
     if params.attribution.engine != "captum":
         if log is not None:
-            log("training: fusion step computing the attribution weights with Captum (per class)")
+            log(f"{prefix}: fusion step computing the attribution weights with Captum (per class)")
         summary, _ = time_call(lambda: bench.step_without_cache("captum"), torch_device, repeats, warmup)
-        records["training/fusion_step_uncached_captum"] = {
+        records[f"{prefix}/fusion_step_uncached_captum"] = {
             **summary, **common, "attribution_engine": "captum", "step": "fusion",
             "weights": "modality_weights of the crops at every step, Captum IntegratedGradients per class",
             "images_per_s": bench.batch_size / summary["median_s"],
         }
-        ratios["training/cache_speedup_vs_captum"] = (summary["median_s"]
-                                                      / records["training/fusion_step_cached"]["median_s"])
+        ratios[f"{prefix}/cache_speedup_vs_captum"] = summary["median_s"] / cached["median_s"]
     if log is not None:
-        log("training: segmentation step")
+        log(f"{prefix}: segmentation step")
     bench.prepare_segmentation()
     summary, _ = time_call(bench.segmentation_step, torch_device, repeats, warmup)
-    records["training/segmentation_step"] = {
+    records[f"{prefix}/segmentation_step"] = {
         **summary, **common, "step": "segmentation", "inputs_per_sample": 3,
         "images_per_s": bench.batch_size / summary["median_s"],
         "inputs_per_s": 3 * bench.batch_size / summary["median_s"],
     }
     return records, ratios
+
+
+def benchmark_training_settings(params: Params, headline: AttributionCase, device: torch.device | str = "cpu",
+                                repeats: int = 3, warmup: int = 1, seed: int = 0,
+                                log: Callable[[str], None] | None = None,
+                                ) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+    """Both settings (module docstring): the params' batch (``training/...``), then the batch of the
+    attribution case ``headline`` with every class present (``training/headline/...``)."""
+    records, ratios = benchmark_training(params, device, repeats, warmup, seed, log)
+    more_records, more_ratios = benchmark_training(headline_params(params, headline), device, repeats, warmup, seed,
+                                                   log, prefix=HEADLINE_PREFIX, labels="stripes")
+    return {**records, **more_records}, {**ratios, **more_ratios}
 
 
 # --------------------------------------------------------------------------------------------
