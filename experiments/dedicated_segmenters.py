@@ -45,7 +45,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from experiments.record import write_record  # noqa: E402
 from uaafusion.config import Params, load_params  # noqa: E402
-from uaafusion.data.datasets import FusionDataset, create_dataset, pad_reflect  # noqa: E402
+from uaafusion.data.datasets import FusionDataset, create_dataset, crop_padded  # noqa: E402
 from uaafusion.data.io import read_image, to_gray_uint8  # noqa: E402
 from uaafusion.data.pairs import index_images  # noqa: E402
 from uaafusion.errors import DataError  # noqa: E402
@@ -129,16 +129,12 @@ def crop_batch(images: list[torch.Tensor], labels: list[torch.Tensor], indices: 
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Crops ``(B, 1, s, s)`` and their labels ``(B, s, s)``; crops of images smaller than ``s`` are
     reflect-padded (labels padded with ``ignore_index``), as the training data pads them."""
-    crops, crop_labels = [], []
-    for index, (top, left, height, width) in zip(indices, boxes):
-        image = images[index][:, top:top + height, left:left + width]
-        label = labels[index][top:top + height, left:left + width]
-        pad = (crop_size - height, crop_size - width)
-        if pad[0] > 0 or pad[1] > 0:
-            image = torch.from_numpy(pad_reflect(image.numpy(), pad).copy())
-            label = torch.nn.functional.pad(label, (0, pad[1], 0, pad[0]), value=ignore_index)
-        crops.append(image)
-        crop_labels.append(label)
+    size = (crop_size, crop_size)
+    crops = [torch.from_numpy(np.ascontiguousarray(crop_padded(images[index].numpy(), box, size)))
+             for index, box in zip(indices, boxes)]
+    crop_labels = [torch.from_numpy(np.ascontiguousarray(crop_padded(labels[index].numpy(), box, size,
+                                                                     fill=ignore_index)))
+                   for index, box in zip(indices, boxes)]
     return torch.stack(crops), torch.stack(crop_labels)
 
 

@@ -296,3 +296,23 @@ def test_class_pixel_counts_cover_every_labelled_pixel(make_dataset, config_for)
     for label in written.labels.values():
         expected += np.bincount(label.ravel(), minlength=5)
     assert dataset.class_pixel_counts().tolist() == expected.tolist()
+
+
+def test_crop_padded_crops_the_box_and_pads_images_by_reflection_and_maps_with_the_fill():
+    from uaafusion.data.datasets import crop_padded
+
+    image = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)  # (C, H, W)
+    inside = crop_padded(image, (1, 1, 2, 2), (2, 2))
+    assert np.array_equal(inside, image[:, 1:3, 1:3])
+    padded = crop_padded(image, (1, 2, 2, 2), (4, 5))  # 2x2 box, padded to 4x5
+    assert padded.shape == (2, 4, 5)
+    assert np.array_equal(padded[:, :2, :2], image[:, 1:3, 2:4])
+    assert np.array_equal(padded[:, 2, :2], image[:, 1, 2:4])  # row 2 mirrors row 0 of the box
+    assert np.array_equal(padded[:, :2, 2], image[:, 1:3, 2])  # column 2 mirrors column 0 of the box
+    label = np.arange(12, dtype=np.int64).reshape(3, 4)  # (H, W), no leading dims
+    padded_label = crop_padded(label, (0, 0, 3, 4), (5, 6), fill=255)
+    assert padded_label.dtype == np.int64 and padded_label.shape == (5, 6)
+    assert np.array_equal(padded_label[:3, :4], label)
+    assert (padded_label[3:] == 255).all() and (padded_label[:, 4:] == 255).all()
+    roi = np.ones((1, 3, 4), dtype=np.float32)
+    assert crop_padded(roi, (0, 0, 3, 4), (3, 6), fill=0.0)[0, :, 4:].sum() == 0

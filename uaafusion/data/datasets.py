@@ -301,16 +301,11 @@ class FusionDataset(Dataset):
         ir, vi, vi_crcb, label, roi = self._load_full(record)
         height, width = record.height, record.width
         if self.crop_size > 0:
-            top, left, crop_height, crop_width = self.crop_box(index)
-            rows, cols = slice(top, top + crop_height), slice(left, left + crop_width)
-            ir, vi, vi_crcb = ir[:, rows, cols], vi[:, rows, cols], vi_crcb[:, rows, cols]
-            label, roi = label[rows, cols], roi[:, rows, cols]
-            pad = (self.crop_size - crop_height, self.crop_size - crop_width)
-            if pad[0] > 0 or pad[1] > 0:
-                ir, vi, vi_crcb = (pad_reflect(image, pad) for image in (ir, vi, vi_crcb))
-                label = np.pad(label, ((0, pad[0]), (0, pad[1])), mode="constant", constant_values=self.ignore_index)
-                roi = np.pad(roi, ((0, 0), (0, pad[0]), (0, pad[1])), mode="constant", constant_values=0.0)
-            box = (top, left, crop_height, crop_width)
+            box = self.crop_box(index)
+            size = (self.crop_size, self.crop_size)
+            ir, vi, vi_crcb = (crop_padded(image, box, size) for image in (ir, vi, vi_crcb))
+            label = crop_padded(label, box, size, fill=self.ignore_index)
+            roi = crop_padded(roi, box, size, fill=0.0)
         else:
             box = (0, 0, height, width)
         return {
@@ -387,9 +382,24 @@ class FusionDataset(Dataset):
         return ir, vi, vi_crcb, label.astype(np.int64, copy=False), roi
 
 
-def pad_reflect(image: np.ndarray, pad: tuple[int, int]) -> np.ndarray:
-    """Reflect-pad ``(C, h, w)`` at the bottom by ``pad[0]`` and right by ``pad[1]`` (any amount)."""
-    return np.pad(image, ((0, 0), (0, max(0, pad[0])), (0, max(0, pad[1]))), mode="reflect")
+def crop_padded(array: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int],
+                fill: float | None = None) -> np.ndarray:
+    """The ``box = (top, left, height, width)`` part of ``array (..., H, W)``, padded at the bottom and
+    right up to ``size = (h, w)`` when the box is smaller (an image smaller than the crop).
+
+    Padding reflects the image (``fill`` None: images, any amount) or is the constant ``fill``
+    (labels: ``ignore_index``; ROI maps: 0). Every crop of training data goes through here: the
+    dataset's samples, the training stage's stored per-image maps, the experiments' crops.
+    """
+    top, left, height, width = box
+    piece = array[..., top:top + height, left:left + width]
+    pad_rows, pad_cols = max(0, size[0] - piece.shape[-2]), max(0, size[1] - piece.shape[-1])
+    if pad_rows == 0 and pad_cols == 0:
+        return piece
+    widths = [(0, 0)] * (piece.ndim - 2) + [(0, pad_rows), (0, pad_cols)]
+    if fill is None:
+        return np.pad(piece, widths, mode="reflect")
+    return np.pad(piece, widths, mode="constant", constant_values=fill)
 
 
 def create_dataset(data_config: DataConfig, split: str | None, crop: bool, seed: int = 0,

@@ -625,18 +625,12 @@ def _crop_stored(store: Mapping[str, torch.Tensor], batch: dict[str, Any], devic
 
     Crops reaching past the image (padded samples) are reflect-padded, as the dataset pads images.
     """
-    from uaafusion.data.datasets import pad_reflect
+    from uaafusion.data.datasets import crop_padded
 
-    crops = []
     height, width = batch["ir"].shape[-2:]
-    for name, box in zip(batch["name"], batch["crop"]):
-        top, left, crop_height, crop_width = (int(value) for value in box)
-        full = store[name]
-        piece = full[:, top:top + crop_height, left:left + crop_width]
-        pad_bottom, pad_right = height - piece.shape[-2], width - piece.shape[-1]
-        if pad_bottom > 0 or pad_right > 0:
-            piece = torch.from_numpy(pad_reflect(piece.numpy(), (pad_bottom, pad_right)).copy())
-        crops.append(piece)
+    crops = [torch.from_numpy(np.ascontiguousarray(crop_padded(store[name].numpy(), tuple(int(value) for value in box),
+                                                               (height, width))))
+             for name, box in zip(batch["name"], batch["crop"])]
     return torch.stack(crops).to(device)
 
 
