@@ -78,6 +78,7 @@ def test_wrong_types_name_the_key(tmp_path, raw, message):
     ({"model": {"fusion": {"inference_mask": "visible"}}}, "model.fusion.inference_mask", "average, infrared"),
     ({"attribution": {"engine": "fast"}}, "attribution.engine", "reverse, forward, captum"),
     ({"loss": {"roi_target": "visible"}}, "loss.roi_target", "maximum, infrared"),
+    ({"loss": {"intensity_target": "infrared"}}, "loss.intensity_target", "sources, maximum"),
 ])
 def test_value_outside_allowed_set_lists_allowed_values(tmp_path, raw, key, allowed):
     with pytest.raises(ConfigError) as error:

@@ -38,6 +38,18 @@ def test_intensity_loss_by_hand():
     assert intensity_loss(ir, ir, vi, _constant(1.0), _constant(0.0)).item() == 0.0
 
 
+def test_intensity_loss_towards_the_maximum_ignores_the_weights():
+    ir = torch.tensor([[[[0.2, 0.9]]]])
+    vi = torch.tensor([[[[0.6, 0.1]]]])
+    fused = torch.tensor([[[[0.6, 0.5]]]])  # equals the maximum at the first pixel, 0.4 below it at the second
+    for w_ir, w_vi in ((1.0, 0.0), (0.3, 0.7)):
+        weights = (torch.full_like(ir, w_ir), torch.full_like(ir, w_vi))
+        assert intensity_loss(fused, ir, vi, *weights, target="maximum").item() == pytest.approx(0.4**2 / 2)
+    assert intensity_loss(torch.maximum(ir, vi), ir, vi, ir, vi, target="maximum").item() == 0.0
+    with pytest.raises(ValueError, match="intensity target 'brightest'.*sources, maximum"):
+        intensity_loss(fused, ir, vi, ir, vi, target="brightest")
+
+
 def test_gradient_loss_by_hand():
     # Sobel |gx| + |gy| of a single bright pixel sums to 8 + 8 over the 3x3 image.
     assert gradient_loss(_constant(0.0), _delta(), _constant(0.0)).item() == pytest.approx(16 / 9)
@@ -108,6 +120,11 @@ def test_fusion_loss_weights_and_reports_every_term():
     infrared_target = FusionLoss(LossConfig(roi=3.0, roi_target="infrared"), 255)(darker, vi, ir, logits, labels, roi)
     assert infrared_target["roi"].item() == pytest.approx(0.25**2)  # (0.25 - 0)^2 at the box pixel
     assert roi_loss(darker.fused, vi, ir, roi).item() == pytest.approx(0.75**2)  # the default: the brighter source
+    # The configured intensity target reaches the term: the fused 0.25 against max(ir, vi) = 1 everywhere,
+    # where the default pulls it to the source of weight 1 (here 0).
+    towards_maximum = FusionLoss(LossConfig(intensity_target="maximum"), 255)(darker, vi, ir, logits, labels, roi)
+    assert towards_maximum["intensity"].item() == pytest.approx(0.75**2)
+    assert FusionLoss(LossConfig(), 255)(darker, vi, ir)["intensity"].item() == pytest.approx(0.25**2)
     no_segmentation = FusionLoss(LossConfig(segmentation=0.0), 255)(output, ir, vi)
     assert no_segmentation["segmentation"].item() == 0.0 and no_segmentation["roi"].item() == 0.0
 

@@ -20,6 +20,7 @@ from uaafusion.errors import ConfigError
 
 Layout = Literal["msrs", "fmb", "boxes", "pairs"]
 RoiTarget = Literal["maximum", "infrared"]
+IntensityTarget = Literal["sources", "maximum"]
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,10 @@ class LossConfig:
     # intensity and the stronger gradient, pixel by pixel) or "infrared" (the infrared intensity and
     # gradient: warm targets keep their thermal contrast, STDFusionNet-style).
     roi_target: RoiTarget = "maximum"
+    # What the intensity term pulls the fused image to: "sources" (METHOD.md: each source, weighted
+    # by its attribution weight; the optimum is a weighted average) or "maximum" (the brighter
+    # source, pixel by pixel, as SeAFusion's intensity loss does).
+    intensity_target: IntensityTarget = "sources"
 
     def check(self, prefix: str) -> None:
         for item in dataclasses.fields(self):

@@ -14,17 +14,27 @@ import numpy as np
 import torch
 import torch.nn.functional as functional
 
-from uaafusion.config import LossConfig, RoiTarget
+from uaafusion.config import IntensityTarget, LossConfig, RoiTarget
 from uaafusion.imageops import sobel_magnitude_l1
 
 if TYPE_CHECKING:
     from uaafusion.models.unfolding import FusionOutput
 
 
+INTENSITY_TARGETS: tuple[str, ...] = get_args(IntensityTarget)
+
+
 def intensity_loss(
-    fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor, w_ir: torch.Tensor, w_vi: torch.Tensor
+    fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor, w_ir: torch.Tensor, w_vi: torch.Tensor,
+    target: str = "sources",
 ) -> torch.Tensor:
-    """``mean((w_ir * (F - I))^2) + mean((w_vi * (F - V))^2)``; all inputs ``(B, 1, H, W)``."""
+    """All inputs ``(B, 1, H, W)``. ``target`` ``"sources"`` (METHOD.md §3):
+    ``mean((w_ir * (F - I))^2) + mean((w_vi * (F - V))^2)``; ``"maximum"``: ``mean((F - max(I, V))^2)``
+    (the weights are not used)."""
+    if target not in INTENSITY_TARGETS:
+        raise ValueError(f"intensity target {target!r}: expected one of {', '.join(INTENSITY_TARGETS)}")
+    if target == "maximum":
+        return (fused - torch.maximum(ir, vi)).pow(2).mean()
     return (w_ir * (fused - ir)).pow(2).mean() + (w_vi * (fused - vi)).pow(2).mean()
 
 
@@ -147,7 +157,7 @@ class FusionLoss:
         zero = fused.new_zeros(())
         config = self.config
         terms: dict[str, torch.Tensor] = {
-            "intensity": intensity_loss(fused, ir, vi, output.weight_ir, output.weight_vi)
+            "intensity": intensity_loss(fused, ir, vi, output.weight_ir, output.weight_vi, config.intensity_target)
             if config.intensity > 0 else zero,
             "gradient": gradient_loss(fused, ir, vi) if config.gradient > 0 else zero,
             "segmentation": segmentation_loss(logits, labels, self.ignore_index, class_weights=self.class_weights)
