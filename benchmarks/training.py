@@ -47,7 +47,13 @@ from uaafusion.device import mixed_precision
 
 CACHE_SPEEDUP_TARGET = 5.0
 LABEL_SOURCES = ("scene", "stripes")
+PARAMS_PREFIX = "training"
 HEADLINE_PREFIX = "training/headline"
+# The two settings (module docstring), by key prefix: recorded in the JSON with the section and the targets.
+SETTINGS: dict[str, str] = {
+    PARAMS_PREFIX: "the params' batch (data.batch_size crops of data.crop_size, attribution.steps, the scenes' classes)",
+    HEADLINE_PREFIX: "the attribution headline case's batch (whole scenes, every class present), the params' models",
+}
 
 
 def headline_params(params: Params, case: AttributionCase) -> Params:
@@ -254,7 +260,7 @@ class TrainingBench:
 
 
 def benchmark_training(params: Params, device: torch.device | str = "cpu", repeats: int = 3, warmup: int = 1,
-                       seed: int = 0, log: Callable[[str], None] | None = None, prefix: str = "training",
+                       seed: int = 0, log: Callable[[str], None] | None = None, prefix: str = PARAMS_PREFIX,
                        labels: str = "scene") -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
     """Time the three steps. Returns ``(records, ratios)``:
 

@@ -129,11 +129,9 @@ def crop_batch(images: list[torch.Tensor], labels: list[torch.Tensor], indices: 
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Crops ``(B, 1, s, s)`` and their labels ``(B, s, s)``; crops of images smaller than ``s`` are
     reflect-padded (labels padded with ``ignore_index``), as the training data pads them."""
-    size = (crop_size, crop_size)
-    crops = [torch.from_numpy(np.ascontiguousarray(crop_padded(images[index].numpy(), box, size)))
-             for index, box in zip(indices, boxes)]
-    crop_labels = [torch.from_numpy(np.ascontiguousarray(crop_padded(labels[index].numpy(), box, size,
-                                                                     fill=ignore_index)))
+    size = (crop_size, crop_size)  # torch.stack makes the one contiguous copy of the (strided) crops
+    crops = [torch.from_numpy(crop_padded(images[index].numpy(), box, size)) for index, box in zip(indices, boxes)]
+    crop_labels = [torch.from_numpy(crop_padded(labels[index].numpy(), box, size, fill=ignore_index))
                    for index, box in zip(indices, boxes)]
     return torch.stack(crops), torch.stack(crop_labels)
 

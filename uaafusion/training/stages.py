@@ -628,8 +628,8 @@ def _crop_stored(store: Mapping[str, torch.Tensor], batch: dict[str, Any], devic
     from uaafusion.data.datasets import crop_padded
 
     height, width = batch["ir"].shape[-2:]
-    crops = [torch.from_numpy(np.ascontiguousarray(crop_padded(store[name].numpy(), tuple(int(value) for value in box),
-                                                               (height, width))))
+    # torch.stack makes the one contiguous copy (the crops may be strided views of the stored maps).
+    crops = [torch.from_numpy(crop_padded(store[name].numpy(), tuple(int(value) for value in box), (height, width)))
              for name, box in zip(batch["name"], batch["crop"])]
     return torch.stack(crops).to(device)
 
