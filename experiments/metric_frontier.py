@@ -49,10 +49,11 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from experiments.record import write_record  # noqa: E402
 from uaafusion.config import load_params  # noqa: E402
-from uaafusion.data.datasets import create_dataset, layout_folders, split_directory  # noqa: E402
+from uaafusion.data.datasets import create_dataset, layout_folders, sample_chroma, split_directory  # noqa: E402
 from uaafusion.data.io import tensor_to_array, write_png  # noqa: E402
 from uaafusion.inference import compose_colour, fuse_luma, load_models_for_inference  # noqa: E402
 from uaafusion.metrics.evaluate import evaluate_folders  # noqa: E402
+from uaafusion.metrics.fusion import gaussian_kernel_1d  # noqa: E402
 from uaafusion.paths import ProjectPaths, project_root_for  # noqa: E402
 from uaafusion.steps import with_absolute_data_root  # noqa: E402
 
@@ -64,12 +65,18 @@ _BINOMIAL_TAPS = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
 Fusion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def separable_filter(image: torch.Tensor, taps: torch.Tensor, padding: str) -> torch.Tensor:
+    """Correlate ``(B, 1, H, W)`` with ``outer(taps, taps)`` (odd length), borders padded with
+    ``padding`` (``"reflect"`` or ``"replicate"``): same size out."""
+    radius = taps.numel() // 2
+    taps = taps.to(image)
+    padded = functional.pad(image, (radius, radius, radius, radius), mode=padding)
+    return functional.conv2d(functional.conv2d(padded, taps.view(1, 1, 1, -1)), taps.view(1, 1, -1, 1))
+
+
 def _blur(image: torch.Tensor) -> torch.Tensor:
-    """Separable 5-tap binomial blur of ``(B, 1, H, W)`` with reflected borders (same size)."""
-    taps = _BINOMIAL_TAPS.to(image)
-    padded = functional.pad(image, (2, 2, 2, 2), mode="reflect")
-    blurred = functional.conv2d(padded, taps.view(1, 1, 1, 5))
-    return functional.conv2d(blurred, taps.view(1, 1, 5, 1))
+    """The pyramid's 5-tap binomial blur, reflected borders."""
+    return separable_filter(image, _BINOMIAL_TAPS, "reflect")
 
 
 def _upsample(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -136,14 +143,9 @@ FEATHER_SIGMA = 8.0
 
 
 def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``(B, 1, H, W)`` (taps to 3 sigma, replicated borders; same size)."""
-    radius = max(1, int(math.ceil(3 * sigma)))
-    positions = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
-    taps = torch.exp(-positions.pow(2) / (2 * sigma**2))
-    taps = taps / taps.sum()
-    padded = functional.pad(image, (radius, radius, radius, radius), mode="replicate")
-    blurred = functional.conv2d(padded, taps.view(1, 1, 1, -1))
-    return functional.conv2d(blurred, taps.view(1, 1, -1, 1))
+    """Gaussian blur of ``(B, 1, H, W)`` (taps to 3 sigma, replicated borders; same size)."""
+    radius = max(1, math.ceil(3 * sigma))
+    return separable_filter(image, torch.from_numpy(gaussian_kernel_1d(2 * radius + 1, sigma)), "replicate")
 
 
 def model_candidates(fusion: torch.nn.Module, segmenter: torch.nn.Module, ir: torch.Tensor, vi: torch.Tensor,
@@ -182,7 +184,7 @@ def write_candidates(dataset: Any, out_root: Path, models: tuple[torch.nn.Module
     for index in range(len(dataset)):
         sample = dataset[index]
         ir, vi = sample["ir"][None], sample["vi"][None]
-        chroma = sample["vi_crcb"] if not bool(torch.all(sample["vi_crcb"] == 0.5)) else None
+        chroma = sample_chroma(sample)
         images = {name: fuse(ir, vi) for name, fuse in CANDIDATES.items() if name in folders}
         wanted = tuple(name for name in MODEL_CANDIDATES if name in folders)
         if models is not None and wanted:

@@ -544,7 +544,7 @@ def sample_panels(params: Params, paths: ProjectPaths, notes: list[str] | None =
     """Panels of the first ``report.samples`` test images (our fused PNG, the model's maps and segmentation)."""
     import torch
 
-    from uaafusion.data.datasets import create_dataset
+    from uaafusion.data.datasets import create_dataset, sample_chroma
     from uaafusion.data.io import read_image, split_luma_chroma
     from uaafusion.device import resolve_device
     from uaafusion.inference import compose_colour, fuse_luma, load_models_for_inference, predict_classes
@@ -568,9 +568,8 @@ def sample_panels(params: Params, paths: ProjectPaths, notes: list[str] | None =
     for index in range(min(params.report.samples, len(dataset))):
         sample = dataset[index]
         name = str(sample["name"])
-        ir, vi, chroma = sample["ir"], sample["vi"], sample["vi_crcb"]
-        colour = not bool(torch.all(chroma == 0.5))
-        visible_picture = to_display_rgb(compose_colour(vi, chroma if colour else None))
+        ir, vi, chroma = sample["ir"], sample["vi"], sample_chroma(sample)
+        visible_picture = to_display_rgb(compose_colour(vi, chroma))
         fused_picture: np.ndarray | None = None
         fused_luma: torch.Tensor | None = None
         fused_path = _find_image(fused_dir, name)
@@ -586,7 +585,7 @@ def sample_panels(params: Params, paths: ProjectPaths, notes: list[str] | None =
             model_fused = output.fused[0].detach().cpu()
             if fused_luma is None:
                 fused_luma = model_fused
-                fused_picture = to_display_rgb(compose_colour(model_fused, chroma if colour else None))
+                fused_picture = to_display_rgb(compose_colour(model_fused, chroma))
             weight_picture = colourise_map(output.weight_ir[0])
             if output.attention:
                 attention_picture = colourise_map(output.attention[-1][0], colour_map="viridis")

@@ -91,6 +91,7 @@ def fuse_dataset(dataset: Any, params: Params, checkpoint: Path, out_root: Path,
 
     Colour per METHOD.md: the fused luminance takes the visible image's CrCb when it has colour.
     """
+    from uaafusion.data.datasets import sample_chroma
     from uaafusion.data.io import tensor_to_array, write_png
     from uaafusion.device import resolve_device
     from uaafusion.inference import compose_colour, fuse_luma
@@ -103,7 +104,7 @@ def fuse_dataset(dataset: Any, params: Params, checkpoint: Path, out_root: Path,
     for index in tqdm(range(len(dataset)), desc=description, disable=None):
         sample = dataset[index]
         ir, vi = sample["ir"], sample["vi"]
-        chroma = sample["vi_crcb"] if not bool(torch.all(sample["vi_crcb"] == 0.5)) else None
+        chroma = sample_chroma(sample)
         output = fuse_luma(fusion, segmenter, ir[None].to(device), vi[None].to(device))
         outputs = {
             OUR_METHOD: output.fused[0].detach().cpu(),

@@ -11,7 +11,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from uaafusion.data.boxes import Box
-from uaafusion.data.datasets import collate_samples, create_dataset
+from uaafusion.data.datasets import GRAY_CHROMA, collate_samples, create_dataset, sample_chroma
 from uaafusion.data.io import rgb_to_ycrcb, to_gray_uint8
 from uaafusion.errors import DataError
 
@@ -316,3 +316,11 @@ def test_crop_padded_crops_the_box_and_pads_images_by_reflection_and_maps_with_t
     assert (padded_label[3:] == 255).all() and (padded_label[:, 4:] == 255).all()
     roi = np.ones((1, 3, 4), dtype=np.float32)
     assert crop_padded(roi, (0, 0, 3, 4), (3, 6), fill=0.0)[0, :, 4:].sum() == 0
+
+
+def test_sample_chroma_is_none_for_a_gray_visible_image_and_the_crcb_otherwise():
+    gray = {"vi_crcb": torch.full((2, 4, 5), GRAY_CHROMA)}
+    assert sample_chroma(gray) is None
+    colour = {"vi_crcb": torch.full((2, 4, 5), GRAY_CHROMA)}
+    colour["vi_crcb"][0, 1, 2] = 0.6  # one tinted pixel is colour
+    assert sample_chroma(colour) is colour["vi_crcb"]

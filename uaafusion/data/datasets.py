@@ -58,6 +58,8 @@ from uaafusion.errors import DataError
 
 LAYOUTS: tuple[str, ...] = ("msrs", "fmb", "boxes", "pairs")
 MSRS_LABEL_FOLDERS: tuple[str, ...] = ("Label", "Segmentation_labels")
+GRAY_CHROMA = 0.5
+"""The ``vi_crcb`` value of every pixel of a gray visible image (Cr, Cb offset by 0.5)."""
 BOX_EXTENSION = ".txt"
 
 Sample = dict[str, Any]
@@ -363,7 +365,7 @@ class FusionDataset(Dataset):
         vi_luma, vi_chroma = split_luma_chroma(vi_array)
         vi = vi_luma.numpy()
         vi_crcb = (vi_chroma.numpy() if vi_chroma is not None
-                   else np.full((2, *size), 0.5, dtype=np.float32))
+                   else np.full((2, *size), GRAY_CHROMA, dtype=np.float32))
         roi = np.zeros((1, *size), dtype=np.float32)
         if record.label_path is not None:
             label = read_label_image(record.label_path)
@@ -400,6 +402,12 @@ def crop_padded(array: np.ndarray, box: tuple[int, int, int, int], size: tuple[i
     if fill is None:
         return np.pad(piece, widths, mode="reflect")
     return np.pad(piece, widths, mode="constant", constant_values=fill)
+
+
+def sample_chroma(sample: dict[str, Any]) -> torch.Tensor | None:
+    """A sample's visible ``vi_crcb (2, H, W)``, or ``None`` when the visible image is gray."""
+    chroma = sample["vi_crcb"]
+    return None if bool(torch.all(chroma == GRAY_CHROMA)) else chroma
 
 
 def create_dataset(data_config: DataConfig, split: str | None, crop: bool, seed: int = 0,
