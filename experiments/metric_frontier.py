@@ -52,6 +52,7 @@ from uaafusion.config import load_params  # noqa: E402
 from uaafusion.data.datasets import create_dataset, layout_folders, sample_chroma, split_directory  # noqa: E402
 from uaafusion.data.io import tensor_to_array, write_png  # noqa: E402
 from uaafusion.inference import compose_colour, fuse_luma, load_models_for_inference  # noqa: E402
+from uaafusion.metrics.differentiable import filter_valid  # noqa: E402
 from uaafusion.metrics.evaluate import evaluate_folders  # noqa: E402
 from uaafusion.metrics.fusion import gaussian_kernel_1d  # noqa: E402
 from uaafusion.paths import ProjectPaths, project_root_for  # noqa: E402
@@ -69,9 +70,8 @@ def separable_filter(image: torch.Tensor, taps: torch.Tensor, padding: str) -> t
     """Correlate ``(B, 1, H, W)`` with ``outer(taps, taps)`` (odd length), borders padded with
     ``padding`` (``"reflect"`` or ``"replicate"``): same size out."""
     radius = taps.numel() // 2
-    taps = taps.to(image)
     padded = functional.pad(image, (radius, radius, radius, radius), mode=padding)
-    return functional.conv2d(functional.conv2d(padded, taps.view(1, 1, 1, -1)), taps.view(1, 1, -1, 1))
+    return filter_valid(padded, taps.to(image))
 
 
 def _blur(image: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,14 @@ from uaafusion.config import params_from_dict
 from uaafusion.data.io import write_png
 from uaafusion.errors import DataError
 from uaafusion.paths import ProjectPaths
-from uaafusion.report import FUSION_METRICS, best_methods, build_report, format_number, method_order
+from uaafusion.report import (
+    FUSION_METRICS,
+    best_methods,
+    build_report,
+    format_number,
+    method_order,
+    refresh_discussion,
+)
 
 CLASS_NAMES = ["background", "road", "person"]
 SAMPLE_NAMES = ["s1", "s2", "s3"]
@@ -331,6 +338,50 @@ def test_discussion_file_becomes_a_section_of_both_reports_and_a_missing_one_is_
     assert "<h2>Discussion</h2>\n<h3>Why</h3>\n<p>Ours &lt;wins&gt; on <code>VIF</code> because of A.</p>" in html_text
     assert "<ul><li>first continued</li><li>second</li></ul>" in html_text
     assert "<pre>uaafusion train --params p.yaml</pre>" in html_text
+
+
+def test_discussion_only_rewrites_that_section_as_a_full_build_would(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    paths = ProjectPaths.at(tmp_path)
+    write_tiny_dataset(tmp_path / "data" / "tiny")
+    write_evaluation(paths)
+    notes = tmp_path / "notes.md"
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(project_params(report={"samples": 1, "discussion": "notes.md"})))
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")  # marks the project root for the CLI
+
+    def full_build(text: str) -> tuple[str, str]:
+        notes.write_text(text)
+        assert cli_main(["report", "--params", str(params_file)]) == 0
+        return (paths.reports / "index.html").read_text(), (paths.reports / "README.md").read_text()
+
+    old = "### Before\n\nThe first version, with `code`.\n\n### Training notes\n\n- ours <wins>\n"
+    new = "### After\n\nThe second version:\n\n```sh\n## not a heading\nuaafusion fuse\n```\n"
+    full_build(old)
+    figure = next((paths.reports / "figures").glob("sample_*.png"))
+    figure_bytes = figure.read_bytes()
+    shutil.rmtree(tmp_path / "data" / "tiny")  # no data needed (and no model was ever there)
+    notes.write_text(new)
+    assert cli_main(["report", "--params", str(params_file), "--discussion-only"]) == 0
+    assert "discussion refreshed in" in capsys.readouterr().out
+    refreshed = (paths.reports / "index.html").read_text(), (paths.reports / "README.md").read_text()
+    assert "The first version" not in refreshed[0] + refreshed[1]
+    assert figure.read_bytes() == figure_bytes
+    write_tiny_dataset(tmp_path / "data" / "tiny")
+    assert refreshed == full_build(new)  # byte for byte what a full build writes
+
+    # An empty discussion removes the section; refreshing again puts it back where it was.
+    params = params_from_dict(project_params(report={"samples": 1, "discussion": None}))
+    refresh_discussion(params, paths)
+    assert "## Discussion" not in (paths.reports / "README.md").read_text()
+    assert "<h2>Discussion</h2>" not in (paths.reports / "index.html").read_text()
+    assert cli_main(["report", "--params", str(params_file), "--discussion-only"]) == 0
+    assert ((paths.reports / "index.html").read_text(), (paths.reports / "README.md").read_text()) == refreshed
+
+    # Without a report there is nothing to refresh: the error names the file and what to do.
+    (paths.reports / "README.md").unlink()
+    with pytest.raises(DataError, match=r"README\.md.*uaafusion report"):
+        refresh_discussion(params, paths)
 
 
 def test_discussion_parameter_is_checked() -> None:

@@ -140,6 +140,43 @@ def build_report(params: Params, paths: ProjectPaths, params_file: Path | None =
 
 # -- evaluation results --------------------------------------------------------------------------
 
+def refresh_discussion(params: Params, paths: ProjectPaths) -> list[Path]:
+    """Rewrite only the Discussion section of an existing report from ``report.discussion``.
+
+    For a write-up that changed after its run: the tables, figures and provenance of
+    ``index.html`` and ``README.md`` stay byte for byte, so neither the model nor the data is
+    needed. The section is what :func:`build_report` would write for the same text (it sits
+    before ``Training``; it is added there, or removed, as the text is set or empty). Returns the
+    two files. Raises :class:`DataError` when a report file is missing or has no Training section
+    (build the report first with ``uaafusion report``).
+    """
+    discussion = read_discussion(params, paths)
+    sections = {
+        paths.reports / "README.md": ("\n## Discussion\n", "\n## Training\n",
+                                      f"## Discussion\n\n{discussion}\n\n" if discussion else ""),
+        paths.reports / "index.html": ("\n<h2>Discussion</h2>\n", "\n<h2>Training</h2>\n",
+                                       f"<h2>Discussion</h2>\n{discussion_html(discussion)}\n" if discussion else ""),
+    }
+    written = []
+    for path, (start_marker, end_marker, section) in sections.items():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as error:
+            raise DataError(f"cannot refresh the discussion of {path} ({error}): build the report first "
+                            f"(uaafusion report --params ...)") from None
+        end = text.find(end_marker)
+        if end < 0:
+            raise DataError(f"{path} has no '{end_marker.strip()}' section to place the discussion before; "
+                            "rebuild it with uaafusion report")
+        start = text.find(start_marker)
+        start = end if start < 0 or start > end else start
+        # The markers start with the newline that ends the line before them (headings are whole lines).
+        path.write_text(text[:start + 1] + section + text[end + 1:], encoding="utf-8")
+        written.append(path)
+    LOGGER.info("discussion refreshed in %s", ", ".join(str(path) for path in written))
+    return written
+
+
 def read_discussion(params: Params, paths: ProjectPaths) -> str:
     """The text of ``report.discussion`` (a Markdown file relative to the project root), or ``""``.
 

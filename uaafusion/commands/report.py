@@ -22,17 +22,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a param override the run used (as given to 'uaafusion train -S'); it goes into the "
                              "report's parameters and its reproduce command")
+    parser.add_argument("--discussion-only", action="store_true",
+                        help="rewrite only the Discussion section of the existing index.html and README.md from "
+                             "report.discussion (tables, figures and provenance stay; no model or data needed)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from uaafusion.config import load_params, parse_overrides
     from uaafusion.paths import ProjectPaths, project_root_for
-    from uaafusion.report import build_report
+    from uaafusion.report import build_report, refresh_discussion
 
     overrides = parse_overrides(args.set)
     params = load_params(args.params, overrides)
     root = args.root if args.root is not None else project_root_for(args.params)
+    if args.discussion_only:
+        written = refresh_discussion(params, ProjectPaths.at(root, params.outputs))
+        print("discussion refreshed in " + " and ".join(str(path) for path in written))
+        return 0
     index = build_report(params, ProjectPaths.at(root, params.outputs), params_file=Path(args.params),
                          overrides=overrides or None)
     print(f"report written to {index} (and {index.parent / 'README.md'})")
