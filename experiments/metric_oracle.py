@@ -37,7 +37,7 @@ import torch
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.metric_frontier import TARGET_METRICS  # noqa: E402
+from experiments.metric_frontier import TARGET_METRICS, compare_with_baselines  # noqa: E402
 from experiments.record import write_record  # noqa: E402
 from uaafusion.data.io import read_image, to_gray_uint8, write_png  # noqa: E402
 from uaafusion.data.pairs import find_pairs  # noqa: E402
@@ -122,21 +122,18 @@ def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 def summarise(per_image: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
-    """Means per method, and how often / whether on average the oracle beats both baselines."""
+    """Means per method, and how often / whether on average the oracle beats both baselines
+    (the comparison of :func:`experiments.metric_frontier.compare_with_baselines`, per pair and on the means)."""
     methods = next(iter(per_image.values())).keys()
     means = {method: _mean([scores[method] for scores in per_image.values()]) for method in methods}
-    beats_per_image = {
-        metric: sum(scores["oracle"][metric] > max(scores["average"][metric], scores["maximum"][metric])
-                    for scores in per_image.values())
-        for metric in TARGET_METRICS
-    }
-    all_three = sum(all(scores["oracle"][metric] > max(scores["average"][metric], scores["maximum"][metric])
-                        for metric in TARGET_METRICS) for scores in per_image.values())
-    mean_beats = {metric: means["oracle"][metric] > max(means["average"][metric], means["maximum"][metric])
-                  for metric in TARGET_METRICS}
-    return {"mean": means, "images": len(per_image), "images_beating_both_per_metric": beats_per_image,
-            "images_beating_both_on_all_three": all_three, "mean_beats_both": mean_beats,
-            "mean_beats_both_on_all_three": all(mean_beats.values())}
+    per_pair = [compare_with_baselines(scores)["oracle"] for scores in per_image.values()]
+    on_means = compare_with_baselines(means)["oracle"]
+    return {"mean": means, "images": len(per_image),
+            "images_beating_both_per_metric": {metric: sum(pair["beats_both_baselines"][metric] for pair in per_pair)
+                                               for metric in TARGET_METRICS},
+            "images_beating_both_on_all_three": sum(pair["beats_both_on_all_three"] for pair in per_pair),
+            "mean_beats_both": on_means["beats_both_baselines"],
+            "mean_beats_both_on_all_three": on_means["beats_both_on_all_three"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,12 +164,12 @@ def main(argv: list[str] | None = None) -> int:
         batch = pairs[first:first + args.batch]
         irs = np.stack([to_gray_uint8(read_image(pair.ir_path)).astype(np.float64) for pair in batch])
         vis = np.stack([to_gray_uint8(read_image(pair.vi_path)).astype(np.float64) for pair in batch])
-        scores = []
+        scores, starts = [], []
         for ir, vi in zip(irs, vis, strict=True):
             simple = baselines(ir, vi)
             scores.append({name: score(image, ir, vi) for name, image in simple.items()})
-        starts = np.stack([(1 - args.start) * (ir + vi) / 2 + args.start * np.maximum(ir, vi)
-                           for ir, vi in zip(irs, vis, strict=True)])
+            starts.append((1 - args.start) * simple["average"] + args.start * simple["maximum"])
+        starts = np.stack(starts)
         target = np.array([[targets(image_scores)[metric] for metric in TARGET_METRICS] for image_scores in scores])
         scale = np.array([[scales(image_scores)[metric] for metric in TARGET_METRICS] for image_scores in scores])
         optimised, history = optimise(starts, irs, vis, target, scale, args.steps, args.lr, args.temperature)

@@ -92,6 +92,11 @@ class ReportContent:
     discussion: str = ""
 
 
+DISCUSSION_TITLE = "Discussion"
+TRAINING_TITLE = "Training"
+"""Titles of the report's Discussion section and of the section that follows it (both renderers)."""
+
+
 # -- entry point ---------------------------------------------------------------------------------
 
 def build_report(params: Params, paths: ProjectPaths, params_file: Path | None = None,
@@ -151,11 +156,12 @@ def refresh_discussion(params: Params, paths: ProjectPaths) -> list[Path]:
     (build the report first with ``uaafusion report``).
     """
     discussion = read_discussion(params, paths)
+    # Both renderers join their lines with newlines, so each line of a section is followed by one.
     sections = {
-        paths.reports / "README.md": ("\n## Discussion\n", "\n## Training\n",
-                                      f"## Discussion\n\n{discussion}\n\n" if discussion else ""),
-        paths.reports / "index.html": ("\n<h2>Discussion</h2>\n", "\n<h2>Training</h2>\n",
-                                       f"<h2>Discussion</h2>\n{discussion_html(discussion)}\n" if discussion else ""),
+        paths.reports / "README.md": (f"\n## {DISCUSSION_TITLE}\n", f"\n## {TRAINING_TITLE}\n",
+                                      "".join(f"{line}\n" for line in _discussion_markdown(discussion))),
+        paths.reports / "index.html": (f"\n<h2>{DISCUSSION_TITLE}</h2>\n", f"\n<h2>{TRAINING_TITLE}</h2>\n",
+                                       "".join(f"{part}\n" for part in _discussion_html_parts(discussion))),
     }
     written = []
     for path, (start_marker, end_marker, section) in sections.items():
@@ -777,10 +783,8 @@ def render_html(content: ReportContent) -> str:
         parts.append(_html_table(table))
         parts.append(f'<p class="legend">{BEST_MARK} and green: best value per column '
                      "(higher is better). Means over the test images; mIoU and IoU are set-level.</p>")
-    if content.discussion:
-        parts.append("<h2>Discussion</h2>")
-        parts.append(discussion_html(content.discussion))
-    parts.append("<h2>Training</h2>")
+    parts += _discussion_html_parts(content.discussion)
+    parts.append(f"<h2>{TRAINING_TITLE}</h2>")
     if not content.training_figures:
         parts.append("<p>No training curves available.</p>")
     parts += [_html_figure(figure) for figure in content.training_figures]
@@ -803,6 +807,16 @@ def render_html(content: ReportContent) -> str:
                  f"<pre>{escape(content.params_yaml)}</pre></details>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _discussion_html_parts(text: str) -> list[str]:
+    """The HTML parts of the Discussion section (heading and body); none for an empty text."""
+    return [f"<h2>{DISCUSSION_TITLE}</h2>", discussion_html(text)] if text else []
+
+
+def _discussion_markdown(text: str) -> list[str]:
+    """The Markdown lines of the Discussion section; none for an empty text."""
+    return [f"## {DISCUSSION_TITLE}", "", text, ""] if text else []
 
 
 def discussion_html(text: str) -> str:
@@ -894,9 +908,8 @@ def render_markdown(content: ReportContent, relative_to: Path) -> str:
         lines += [f"## {table.title}", "", *_markdown_table(table), "",
                   f"{BEST_MARK} **bold**: best value per column (higher is better). Means over the test images; "
                   "mIoU and IoU are set-level.", ""]
-    if content.discussion:
-        lines += ["## Discussion", "", content.discussion, ""]
-    lines += ["## Training", ""]
+    lines += _discussion_markdown(content.discussion)
+    lines += [f"## {TRAINING_TITLE}", ""]
     if not content.training_figures:
         lines += ["No training curves available.", ""]
     for figure in content.training_figures:
