@@ -96,6 +96,8 @@ def test_value_outside_allowed_set_lists_allowed_values(tmp_path, raw, key, allo
     ({"synthetic": {"train": 0}}, "synthetic.train"),
     ({"train": {"lr_fusion": 0}}, "train.lr_fusion"),
     ({"loss": {"roi": -0.5}}, "loss.roi"),
+    ({"loss": {"metrics": -1.0}}, "loss.metrics"),
+    ({"loss": {"metrics": 0.5}, "data": {"crop_size": 8}}, "data.crop_size"),
     ({"loss": {"class_balance": 1.5}}, "loss.class_balance"),
     ({"loss": {"class_balance": -0.5}}, "loss.class_balance"),
     ({"data": {"object_crops": 1.2}}, "data.object_crops"),

@@ -12,12 +12,19 @@ from uaafusion.config import LossConfig
 from uaafusion.losses import (
     FusionLoss,
     class_balance_weights,
+    MARGIN_METRICS,
+    MARGIN_MIN_GAP,
+    MARGIN_TEMPERATURE,
+    baseline_margins,
+    fusion_metric_loss,
     gradient_loss,
     intensity_loss,
     roi_loss,
     segmentation_loss,
 )
+from uaafusion.metrics.fusion import fusion_metrics
 from uaafusion.models import FusionOutput
+from tests.metrics.test_fusion_metrics import smooth_random_image
 
 
 def _constant(value: float, size: int = 3) -> torch.Tensor:
@@ -109,7 +116,8 @@ def test_fusion_loss_weights_and_reports_every_term():
     roi[..., 1, 1] = 1
     config = LossConfig(intensity=2.0, gradient=0.5, segmentation=0.1, roi=3.0)
     terms = FusionLoss(config, ignore_index=255)(output, ir, vi, logits, labels, roi)
-    assert set(terms) == {"intensity", "gradient", "segmentation", "roi", "total"}
+    assert set(terms) == {"intensity", "gradient", "segmentation", "roi", "metrics", "total"}
+    assert terms["metrics"].item() == 0.0  # weight 0: not computed
     assert terms["intensity"].item() == pytest.approx(0.25)
     assert terms["segmentation"].item() == pytest.approx(math.log(2))
     assert terms["roi"].item() == pytest.approx(roi_loss(fused, ir, vi, roi).item())
@@ -127,6 +135,56 @@ def test_fusion_loss_weights_and_reports_every_term():
     assert FusionLoss(LossConfig(), 255)(darker, vi, ir)["intensity"].item() == pytest.approx(0.25**2)
     no_segmentation = FusionLoss(LossConfig(segmentation=0.0), 255)(output, ir, vi)
     assert no_segmentation["segmentation"].item() == 0.0 and no_segmentation["roi"].item() == 0.0
+
+
+def _gray_pair_and_blend(height: int = 48, width: int = 56) -> tuple[torch.Tensor, ...]:
+    ir, vi = smooth_random_image(height, width, seed=1), smooth_random_image(height, width, seed=2)
+    as_tensor = lambda image: torch.tensor(image[None, None] / 255.0, dtype=torch.float32)  # noqa: E731
+    return as_tensor((ir + vi) / 2), as_tensor(ir), as_tensor(vi)
+
+
+def _reference_metrics(image: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> dict[str, float]:
+    return fusion_metrics(*(255.0 * item[0, 0].double().numpy() for item in (image, ir, vi)))
+
+
+def test_baseline_margins_are_distances_above_the_better_baseline_in_units_of_their_gap():
+    fused, ir, vi = _gray_pair_and_blend()
+    fused = 0.7 * fused + 0.3 * torch.maximum(ir, vi)
+    scores = {name: _reference_metrics(image, ir, vi)
+              for name, image in (("fused", fused), ("average", (ir + vi) / 2), ("maximum", torch.maximum(ir, vi)))}
+    expected = [(scores["fused"][metric] - max(scores["average"][metric], scores["maximum"][metric]))
+                / max(abs(scores["average"][metric] - scores["maximum"][metric]), MARGIN_MIN_GAP)
+                for metric in MARGIN_METRICS]
+    margins = baseline_margins(fused, ir, vi)
+    assert margins.shape == (1, 3)
+    assert margins[0].tolist() == pytest.approx(expected, abs=2e-3)  # float32 against the float64 reference
+    # Each baseline is level with itself where it is the better one, and -1 where it is the worse.
+    on_maximum = baseline_margins(torch.maximum(ir, vi), ir, vi)[0]
+    for metric, margin in zip(MARGIN_METRICS, on_maximum.tolist(), strict=True):
+        better = scores["maximum"][metric] >= scores["average"][metric]
+        assert margin == pytest.approx(0.0 if better else -1.0, abs=2e-3)
+
+
+def test_fusion_metric_loss_is_minus_the_soft_worst_margin_and_weighted_in_the_objective():
+    fused, ir, vi = _gray_pair_and_blend()
+    margins = baseline_margins(fused, ir, vi)
+    loss = fusion_metric_loss(fused, ir, vi)
+    worst = float(margins.min())
+    assert -worst <= loss.item() <= -worst + MARGIN_TEMPERATURE * math.log(3) + 1e-6
+    output = FusionOutput(fused=fused, weight_ir=torch.full_like(fused, 0.5), weight_vi=torch.full_like(fused, 0.5))
+    terms = FusionLoss(LossConfig(intensity=0.0, gradient=0.0, segmentation=0.0, metrics=0.25), 255)(output, ir, vi)
+    assert terms["metrics"].item() == pytest.approx(loss.item(), rel=1e-6)
+    assert terms["total"].item() == pytest.approx(0.25 * loss.item(), rel=1e-6)
+
+
+def test_a_step_down_the_fusion_metric_loss_raises_the_worst_reported_margin():
+    fused, ir, vi = _gray_pair_and_blend()
+    fused.requires_grad_()
+    fusion_metric_loss(fused, ir, vi).backward()
+    assert torch.isfinite(fused.grad).all() and fused.grad.abs().sum() > 0
+    stepped = (fused - 1e-3 * fused.grad.sign()).clamp(0, 1).detach()
+    before, after = (float(baseline_margins(image, ir, vi).min()) for image in (fused.detach(), stepped))
+    assert after > before
 
 
 def test_class_balance_weights_by_hand():

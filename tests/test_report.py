@@ -355,7 +355,8 @@ def test_discussion_only_rewrites_that_section_as_a_full_build_would(tmp_path: P
         assert cli_main(["report", "--params", str(params_file)]) == 0
         return (paths.reports / "index.html").read_text(), (paths.reports / "README.md").read_text()
 
-    old = "### Before\n\nThe first version, with `code`.\n\n### Training notes\n\n- ours <wins>\n"
+    old = ("### Before\n\nThe first version, with `code`.\n\n### Training notes\n\n- ours <wins>\n\n"
+           "```sh\n## Training\n```\n")  # a line like the next section's heading, inside the discussion
     new = "### After\n\nThe second version:\n\n```sh\n## not a heading\nuaafusion fuse\n```\n"
     full_build(old)
     figure = next((paths.reports / "figures").glob("sample_*.png"))

@@ -161,6 +161,9 @@ class LossConfig:
     segmentation: float = 0.1
     dice: float = 0.0
     roi: float = 0.0
+    # Beat both pixel baselines on the evaluation's VIF, Qabf and SSIM, as a term (minus the soft
+    # worst margin of losses.fusion_metric_loss; not in METHOD.md): issue #8's criterion as a loss.
+    metrics: float = 0.0
     class_balance: float = 0.0
     # What the fused image follows inside the boxes (the ROI term): "maximum" (the brighter source's
     # intensity and the stronger gradient, pixel by pixel) or "infrared" (the infrared intensity and
@@ -244,6 +247,12 @@ class Params:
         device = self.device.lower()
         allowed = device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
         _require(allowed, "device", "auto, cpu, cuda or cuda:N", self.device)
+        from uaafusion.metrics.fusion import SSIM_WINDOW_SIZE  # the smallest image the metric term can score
+
+        if self.loss.metrics > 0:
+            _require(self.data.crop_size == 0 or self.data.crop_size >= SSIM_WINDOW_SIZE, "data.crop_size",
+                     f"0 (whole images) or at least {SSIM_WINDOW_SIZE} when loss.metrics > 0 (SSIM's window)",
+                     self.data.crop_size)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists), as it would appear in ``params.yaml``."""

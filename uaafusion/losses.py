@@ -44,6 +44,50 @@ def gradient_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> to
     return functional.l1_loss(sobel_magnitude_l1(fused), target)
 
 
+# The three metrics issue #8 asks the fused image to beat both pixel baselines on, and the order of
+# baseline_margins' columns.
+MARGIN_METRICS: tuple[str, ...] = ("VIF", "Qabf", "SSIM")
+# Smallest baseline gap a margin is measured in (crops where both baselines score alike).
+MARGIN_MIN_GAP = 0.01
+# Of the soft minimum over the three margins, in margin units.
+MARGIN_TEMPERATURE = 0.05
+
+
+def baseline_margins(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
+    """How far ``fused`` beats both pixel baselines on VIF, Qabf and SSIM, per image: ``(B, 3)``.
+
+    ``margin_m = (m(F) - max(m(avg), m(max))) / max(|m(avg) - m(max)|, MARGIN_MIN_GAP)`` with the
+    evaluation's metrics (:mod:`uaafusion.metrics.differentiable`; ``avg = (I + V) / 2``,
+    ``max = max(I, V)``), columns in :data:`MARGIN_METRICS` order: 0 = level with the better
+    baseline, -1 = as far below it as the worse one. Inputs ``(B, 1, H, W)`` in [0, 1], scored on
+    0-255 in float32 outside autocast; the baselines carry no gradient.
+    """
+    from uaafusion.metrics import differentiable
+
+    metrics = (differentiable.vif_sum, differentiable.qabf, differentiable.ssim_sum)
+    with torch.autocast(device_type=fused.device.type, enabled=False):
+        fused_255, ir_255, vi_255 = (255.0 * image.float() for image in (fused, ir, vi))
+        with torch.no_grad():
+            baselines = [torch.stack([metric(baseline, ir_255, vi_255) for metric in metrics], dim=1)
+                         for baseline in ((ir_255 + vi_255) / 2, torch.maximum(ir_255, vi_255))]
+        target = torch.maximum(*baselines)
+        gap = (baselines[0] - baselines[1]).abs().clamp(min=MARGIN_MIN_GAP)
+        values = torch.stack([metric(fused_255, ir_255, vi_255) for metric in metrics], dim=1)
+        return (values - target) / gap
+
+
+def fusion_metric_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
+    """Minus the soft worst of the three :func:`baseline_margins`, averaged over the batch (scalar).
+
+    Issue #8's criterion as a training objective (not in METHOD.md): it falls as the fused image
+    gains on whichever of VIF, Qabf and SSIM is furthest behind the better baseline of its own crop.
+    The soft minimum is ``-T logsumexp(-margins / T)`` with ``T =`` :data:`MARGIN_TEMPERATURE`
+    (within ``T log 3`` of the true minimum).
+    """
+    margins = baseline_margins(fused, ir, vi)
+    return (MARGIN_TEMPERATURE * torch.logsumexp(-margins / MARGIN_TEMPERATURE, dim=1)).mean()
+
+
 def segmentation_loss(
     logits: torch.Tensor,
     labels: torch.Tensor,
@@ -131,7 +175,7 @@ class FusionLoss:
     """The fusion-stage objective, weighted by :class:`uaafusion.config.LossConfig`.
 
     ``loss(output, ir, vi, logits, labels, roi) -> {"intensity", "gradient", "segmentation",
-    "roi", "total"}``: the terms unweighted, ``total`` = the weighted sum. ``logits`` are
+    "roi", "metrics", "total"}``: the terms unweighted, ``total`` = the weighted sum. ``logits`` are
     ``S(output.fused)`` (gradients flow through the frozen segmenter to the fused image); the
     segmentation term is the cross-entropy against ``labels`` (METHOD.md §3; Dice belongs to the
     segmentation stage), weighted by ``class_weights (C,)`` when given (``loss.class_balance``). ``logits``/``labels``/``roi`` may be None (their term is 0); terms with
@@ -163,11 +207,13 @@ class FusionLoss:
             "segmentation": segmentation_loss(logits, labels, self.ignore_index, class_weights=self.class_weights)
             if config.segmentation > 0 and logits is not None and labels is not None else zero,
             "roi": roi_loss(fused, ir, vi, roi, config.roi_target) if config.roi > 0 and roi is not None else zero,
+            "metrics": fusion_metric_loss(fused, ir, vi) if config.metrics > 0 else zero,
         }
         terms["total"] = (
             config.intensity * terms["intensity"]
             + config.gradient * terms["gradient"]
             + config.segmentation * terms["segmentation"]
             + config.roi * terms["roi"]
+            + config.metrics * terms["metrics"]
         )
         return terms

@@ -170,7 +170,8 @@ def refresh_discussion(params: Params, paths: ProjectPaths) -> list[Path]:
         except OSError as error:
             raise DataError(f"cannot refresh the discussion of {path} ({error}): build the report first "
                             f"(uaafusion report --params ...)") from None
-        end = text.find(end_marker)
+        # The last one: the discussion before it may itself hold such a line (e.g. in a code block).
+        end = text.rfind(end_marker)
         if end < 0:
             raise DataError(f"{path} has no '{end_marker.strip()}' section to place the discussion before; "
                             "rebuild it with uaafusion report")

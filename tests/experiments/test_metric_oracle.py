@@ -45,19 +45,28 @@ def _write_pairs(root: Path, count: int) -> tuple[Path, Path]:
     return root / "ir", root / "vi"
 
 
-def test_a_short_run_raises_the_worst_margin_and_records_reference_metrics(tmp_path: Path) -> None:
-    ir_dir, vi_dir = _write_pairs(tmp_path, 3)
-    out, work = tmp_path / "oracle.json", tmp_path / "work"
-    assert main(["--ir", str(ir_dir), "--vi", str(vi_dir), "--every", "2", "--steps", "60", "--batch", "1",
-                 "--lr", "2", "--work", str(work), "--out", str(out)]) == 0
+def _short_run(root: Path, *settings: str) -> tuple[Path, Path, Path, dict]:
+    """Three pairs under ``root``, 60 steps of the oracle with ``settings``: (ir, vi, work folders, record).
+    Checks that every image's scores are those of the PNG it wrote."""
+    ir_dir, vi_dir = _write_pairs(root, 3)
+    out, work = root / "oracle.json", root / "work"
+    assert main(["--ir", str(ir_dir), "--vi", str(vi_dir), *settings, "--steps", "60", "--lr", "2",
+                 "--work", str(work), "--out", str(out)]) == 0
     record = json.loads(out.read_text())
+    for name, image_scores in record["per_image"].items():
+        written = read_image(work / f"{name}.png").astype(np.float64)
+        ir_image, vi_image = (read_image(folder / f"{name}.png").astype(np.float64) for folder in (ir_dir, vi_dir))
+        assert image_scores["oracle"] == pytest.approx(score(written, ir_image, vi_image))
+    return ir_dir, vi_dir, work, record
+
+
+def test_a_short_run_raises_the_worst_margin_and_records_reference_metrics(tmp_path: Path) -> None:
+    _, _, _, record = _short_run(tmp_path, "--every", "2", "--batch", "1")
     assert sorted(record["per_image"]) == ["pair0", "pair2"]  # every 2nd pair
     for name, image_scores in record["per_image"].items():
         worst = record["worst_margin_every_50_steps"][name]
         assert len(worst) == 3 and worst[-1] > worst[0]  # steps 0, 50, 60; the optimisation helps
-        written = read_image(work / f"{name}.png").astype(np.float64)
-        ir_image, vi_image = (read_image(folder / f"{name}.png").astype(np.float64) for folder in (ir_dir, vi_dir))
-        assert image_scores["oracle"] == pytest.approx(score(written, ir_image, vi_image))  # the PNG is what was scored
+        ir_image, vi_image = (read_image(tmp_path / kind / f"{name}.png").astype(np.float64) for kind in ("ir", "vi"))
         assert image_scores["start"] == pytest.approx(score(rounded((ir_image + vi_image) / 4 + np.maximum(
             ir_image, vi_image) / 2), ir_image, vi_image))
     summary = record["summary"]
@@ -65,7 +74,32 @@ def test_a_short_run_raises_the_worst_margin_and_records_reference_metrics(tmp_p
     assert record["settings"]["steps"] == 60
 
 
-@pytest.mark.parametrize("argument", [["--every", "0"], ["--start", "1.5"], ["--temperature", "0"]])
+def test_the_mean_aim_raises_the_worst_margin_of_the_means_over_all_pairs(tmp_path: Path) -> None:
+    ir_dir, vi_dir, work, record = _short_run(tmp_path, "--aim", "mean", "--batch", "2")  # two batches
+    assert record["settings"]["aim"] == "mean" and sorted(record["per_image"]) == ["pair0", "pair1", "pair2"]
+    trace = record["margins_of_the_means_every_50_steps"]
+    assert len(trace) == 3 and set(trace[0]) == set(TARGET_METRICS)  # steps 0, 50, 60
+    assert min(trace[-1].values()) > min(trace[0].values())  # the worst metric of the means improved
+    means = record["summary"]["mean"]
+    baseline_means = {name: means[name] for name in ("average", "maximum")}
+    for metric in TARGET_METRICS:  # the trace's margins are those of the means (float32, before rounding)
+        measured = (means["oracle"][metric] - targets(baseline_means)[metric]) / scales(baseline_means)[metric]
+        assert trace[-1][metric] == pytest.approx(measured, abs=0.05)
+
+    # A later run can start where this one ended (--start-from its --work folder).
+    again = tmp_path / "again.json"
+    assert main(["--ir", str(ir_dir), "--vi", str(vi_dir), "--aim", "mean", "--steps", "0", "--start-from", str(work),
+                 "--work", str(tmp_path / "again"), "--out", str(again)]) == 0
+    continued = json.loads(again.read_text())
+    assert continued["settings"]["start_from"] == str(work)
+    for name, image_scores in continued["per_image"].items():
+        assert image_scores["start"] == pytest.approx(record["per_image"][name]["oracle"])
+    (work / "pair1.png").unlink()
+    with pytest.raises(SystemExit, match="pair1"):
+        main(["--ir", str(ir_dir), "--vi", str(vi_dir), "--start-from", str(work), "--out", str(again)])
+
+
+@pytest.mark.parametrize("argument", [["--every", "0"], ["--start", "1.5"], ["--temperature", "0"], ["--aim", "median"]])
 def test_bad_settings_are_refused_by_name(argument: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(argument)
