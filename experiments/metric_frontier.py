@@ -52,14 +52,13 @@ from uaafusion.config import load_params  # noqa: E402
 from uaafusion.data.datasets import create_dataset, layout_folders, sample_chroma, split_directory  # noqa: E402
 from uaafusion.data.io import tensor_to_array, write_png  # noqa: E402
 from uaafusion.inference import compose_colour, fuse_luma, load_models_for_inference  # noqa: E402
-from uaafusion.metrics.differentiable import filter_valid  # noqa: E402
+from uaafusion.metrics.differentiable import TARGET_METRICS, filter_valid  # noqa: E402
 from uaafusion.metrics.evaluate import evaluate_folders  # noqa: E402
 from uaafusion.metrics.fusion import gaussian_kernel_1d  # noqa: E402
 from uaafusion.paths import ProjectPaths, project_root_for  # noqa: E402
 from uaafusion.steps import with_absolute_data_root  # noqa: E402
 
 PYRAMID_LEVELS = 4
-TARGET_METRICS = ("VIF", "Qabf", "SSIM")
 BASELINES = ("average", "maximum")
 _BINOMIAL_TAPS = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
 

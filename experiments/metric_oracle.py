@@ -43,14 +43,14 @@ import torch
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.metric_frontier import TARGET_METRICS, compare_with_baselines  # noqa: E402
+from experiments.metric_frontier import compare_with_baselines  # noqa: E402
 from experiments.record import write_record  # noqa: E402
 from uaafusion.data.io import read_image, to_gray_uint8, write_png  # noqa: E402
 from uaafusion.data.pairs import find_pairs  # noqa: E402
-from uaafusion.metrics import differentiable  # noqa: E402
+from uaafusion.losses import MARGIN_MIN_GAP, soft_minimum  # noqa: E402
+from uaafusion.metrics.differentiable import TARGET_METRICS, target_metrics  # noqa: E402
 from uaafusion.metrics.fusion import fusion_metrics  # noqa: E402
 
-DIFFERENTIABLE = {"VIF": differentiable.vif_sum, "Qabf": differentiable.qabf, "SSIM": differentiable.ssim_sum}
 MSRS_TEST = "../shared/datasets/msrs-boxes/test"
 HISTORY_EVERY = 50
 
@@ -89,8 +89,9 @@ def targets(baseline_scores: dict[str, dict[str, float]]) -> dict[str, float]:
 
 
 def scales(baseline_scores: dict[str, dict[str, float]]) -> dict[str, float]:
-    """Per metric: the gap between the two baselines on it (at least 0.01), the unit of :func:`objective`'s margins."""
-    return {metric: max(abs(baseline_scores["maximum"][metric] - baseline_scores["average"][metric]), 0.01)
+    """Per metric: the gap between the two baselines on it (at least ``MARGIN_MIN_GAP``, 0.01), the unit of
+    :func:`objective`'s margins."""
+    return {metric: max(abs(baseline_scores["maximum"][metric] - baseline_scores["average"][metric]), MARGIN_MIN_GAP)
             for metric in TARGET_METRICS}
 
 
@@ -102,10 +103,13 @@ def objective(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor, target: t
     ``T log 3`` of the true minimum). fused, ir, vi: ``(N, 1, H, W)`` on 0-255; target, scale:
     ``(N, 3)`` in :data:`TARGET_METRICS` order. Returns ``(loss (), margins (N, 3))``.
     """
-    values = torch.stack([DIFFERENTIABLE[metric](fused, ir, vi) for metric in TARGET_METRICS], dim=1)
-    margins = (values - target) / scale
-    soft_minimum = -temperature * torch.logsumexp(-margins / temperature, dim=1)
-    return -soft_minimum.sum(), margins.detach()
+    margins = (target_metrics(fused, ir, vi) - target) / scale
+    return -soft_minimum(margins, temperature, dim=1).sum(), margins.detach()
+
+
+def _as_batch(images: np.ndarray) -> torch.Tensor:
+    """``(N, H, W)`` numpy -> ``(N, 1, H, W)`` float32 tensor."""
+    return torch.tensor(images[:, None], dtype=torch.float32)
 
 
 def optimise(start: np.ndarray, ir: np.ndarray, vi: np.ndarray, target: np.ndarray, scale: np.ndarray,
@@ -115,9 +119,8 @@ def optimise(start: np.ndarray, ir: np.ndarray, vi: np.ndarray, target: np.ndarr
     Returns the optimised images ``(N, H, W)`` and, every :data:`HISTORY_EVERY` steps and at the
     end, the worst margin of each image (torch float32 values, before rounding).
     """
-    as_batch = lambda array: torch.tensor(array[:, None], dtype=torch.float32)  # noqa: E731
-    fused = as_batch(start).requires_grad_()
-    ir_batch, vi_batch = as_batch(ir), as_batch(vi)
+    fused = _as_batch(start).requires_grad_()
+    ir_batch, vi_batch = _as_batch(ir), _as_batch(vi)
     target_batch = torch.tensor(target, dtype=torch.float32)
     scale_batch = torch.tensor(scale, dtype=torch.float32)
     optimiser = torch.optim.Adam([fused], lr=learning_rate)
@@ -149,9 +152,8 @@ def optimise_means(start: np.ndarray, ir: np.ndarray, vi: np.ndarray, target: np
     Returns the optimised images ``(N, H, W)`` and, every :data:`HISTORY_EVERY` steps and at the
     end, the three margins of the means (torch float32 values, before rounding).
     """
-    as_batch = lambda array: torch.tensor(array[:, None], dtype=torch.float32)  # noqa: E731
-    chunks = [(as_batch(start[first:first + batch]).requires_grad_(), as_batch(ir[first:first + batch]),
-               as_batch(vi[first:first + batch])) for first in range(0, len(start), batch)]
+    chunks = [(_as_batch(start[first:first + batch]).requires_grad_(), _as_batch(ir[first:first + batch]),
+               _as_batch(vi[first:first + batch])) for first in range(0, len(start), batch)]
     target_tensor = torch.tensor(target, dtype=torch.float32)
     scale_tensor = torch.tensor(scale, dtype=torch.float32)
     optimiser = torch.optim.Adam([fused for fused, _, _ in chunks], lr=learning_rate)
@@ -162,8 +164,7 @@ def optimise_means(start: np.ndarray, ir: np.ndarray, vi: np.ndarray, target: np
         totals = torch.zeros(len(TARGET_METRICS))
         for fused, ir_batch, vi_batch in chunks:
             with torch.set_grad_enabled(step < steps):
-                values = torch.stack([DIFFERENTIABLE[metric](fused, ir_batch, vi_batch)
-                                      for metric in TARGET_METRICS], dim=1)
+                values = target_metrics(fused, ir_batch, vi_batch)
                 if step < steps:
                     (-(values.sum(dim=0) * weights / scale_tensor).sum() / len(start)).backward()
             totals += values.detach().sum(dim=0)
@@ -233,12 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     irs = np.stack([to_gray_uint8(read_image(pair.ir_path)).astype(np.float64) for pair in pairs])
     vis = np.stack([to_gray_uint8(read_image(pair.vi_path)).astype(np.float64) for pair in pairs])
     scores, starts = [], []
-    for ir, vi in zip(irs, vis, strict=True):
+    for pair, ir, vi in zip(pairs, irs, vis, strict=True):
         simple = baselines(ir, vi)
         scores.append({name: score(image, ir, vi) for name, image in simple.items()})
-        starts.append((1 - args.start) * simple["average"] + args.start * simple["maximum"])
-    if args.start_from is not None:
-        starts = [read_start(Path(args.start_from), pair.name, ir.shape) for pair, ir in zip(pairs, irs, strict=True)]
+        starts.append((1 - args.start) * simple["average"] + args.start * simple["maximum"] if args.start_from is None
+                      else read_start(Path(args.start_from), pair.name, ir.shape))
     starts = np.stack(starts)
     if args.aim == "pair":
         target = np.array([[targets(image_scores)[metric] for metric in TARGET_METRICS] for image_scores in scores])

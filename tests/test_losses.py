@@ -12,7 +12,6 @@ from uaafusion.config import LossConfig
 from uaafusion.losses import (
     FusionLoss,
     class_balance_weights,
-    MARGIN_METRICS,
     MARGIN_MIN_GAP,
     MARGIN_TEMPERATURE,
     baseline_margins,
@@ -22,6 +21,7 @@ from uaafusion.losses import (
     roi_loss,
     segmentation_loss,
 )
+from uaafusion.metrics.differentiable import TARGET_METRICS
 from uaafusion.metrics.fusion import fusion_metrics
 from uaafusion.models import FusionOutput
 from tests.metrics.test_fusion_metrics import smooth_random_image
@@ -154,13 +154,13 @@ def test_baseline_margins_are_distances_above_the_better_baseline_in_units_of_th
               for name, image in (("fused", fused), ("average", (ir + vi) / 2), ("maximum", torch.maximum(ir, vi)))}
     expected = [(scores["fused"][metric] - max(scores["average"][metric], scores["maximum"][metric]))
                 / max(abs(scores["average"][metric] - scores["maximum"][metric]), MARGIN_MIN_GAP)
-                for metric in MARGIN_METRICS]
+                for metric in TARGET_METRICS]
     margins = baseline_margins(fused, ir, vi)
     assert margins.shape == (1, 3)
     assert margins[0].tolist() == pytest.approx(expected, abs=2e-3)  # float32 against the float64 reference
     # Each baseline is level with itself where it is the better one, and -1 where it is the worse.
     on_maximum = baseline_margins(torch.maximum(ir, vi), ir, vi)[0]
-    for metric, margin in zip(MARGIN_METRICS, on_maximum.tolist(), strict=True):
+    for metric, margin in zip(TARGET_METRICS, on_maximum.tolist(), strict=True):
         better = scores["maximum"][metric] >= scores["average"][metric]
         assert margin == pytest.approx(0.0 if better else -1.0, abs=2e-3)
 

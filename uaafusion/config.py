@@ -247,9 +247,9 @@ class Params:
         device = self.device.lower()
         allowed = device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
         _require(allowed, "device", "auto, cpu, cuda or cuda:N", self.device)
-        from uaafusion.metrics.fusion import SSIM_WINDOW_SIZE  # the smallest image the metric term can score
-
         if self.loss.metrics > 0:
+            from uaafusion.metrics.fusion import SSIM_WINDOW_SIZE  # the smallest image the metric term can score
+
             _require(self.data.crop_size == 0 or self.data.crop_size >= SSIM_WINDOW_SIZE, "data.crop_size",
                      f"0 (whole images) or at least {SSIM_WINDOW_SIZE} when loss.metrics > 0 (SSIM's window)",
                      self.data.crop_size)

@@ -16,6 +16,7 @@ import torch.nn.functional as functional
 
 from uaafusion.config import IntensityTarget, LossConfig, RoiTarget
 from uaafusion.imageops import sobel_magnitude_l1
+from uaafusion.metrics.differentiable import target_metrics
 
 if TYPE_CHECKING:
     from uaafusion.models.unfolding import FusionOutput
@@ -44,13 +45,15 @@ def gradient_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> to
     return functional.l1_loss(sobel_magnitude_l1(fused), target)
 
 
-# The three metrics issue #8 asks the fused image to beat both pixel baselines on, and the order of
-# baseline_margins' columns.
-MARGIN_METRICS: tuple[str, ...] = ("VIF", "Qabf", "SSIM")
 # Smallest baseline gap a margin is measured in (crops where both baselines score alike).
 MARGIN_MIN_GAP = 0.01
 # Of the soft minimum over the three margins, in margin units.
 MARGIN_TEMPERATURE = 0.05
+
+
+def soft_minimum(values: torch.Tensor, temperature: float, dim: int = -1) -> torch.Tensor:
+    """``-T logsumexp(-values / T)`` along ``dim``: within ``T log n`` below the minimum of ``n`` values."""
+    return -temperature * torch.logsumexp(-values / temperature, dim=dim)
 
 
 def baseline_margins(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
@@ -58,22 +61,18 @@ def baseline_margins(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) ->
 
     ``margin_m = (m(F) - max(m(avg), m(max))) / max(|m(avg) - m(max)|, MARGIN_MIN_GAP)`` with the
     evaluation's metrics (:mod:`uaafusion.metrics.differentiable`; ``avg = (I + V) / 2``,
-    ``max = max(I, V)``), columns in :data:`MARGIN_METRICS` order: 0 = level with the better
+    ``max = max(I, V)``), columns in :data:`~uaafusion.metrics.differentiable.TARGET_METRICS` order: 0 = level with the better
     baseline, -1 = as far below it as the worse one. Inputs ``(B, 1, H, W)`` in [0, 1], scored on
     0-255 in float32 outside autocast; the baselines carry no gradient.
     """
-    from uaafusion.metrics import differentiable
-
-    metrics = (differentiable.vif_sum, differentiable.qabf, differentiable.ssim_sum)
     with torch.autocast(device_type=fused.device.type, enabled=False):
         fused_255, ir_255, vi_255 = (255.0 * image.float() for image in (fused, ir, vi))
         with torch.no_grad():
-            baselines = [torch.stack([metric(baseline, ir_255, vi_255) for metric in metrics], dim=1)
+            baselines = [target_metrics(baseline, ir_255, vi_255)
                          for baseline in ((ir_255 + vi_255) / 2, torch.maximum(ir_255, vi_255))]
         target = torch.maximum(*baselines)
         gap = (baselines[0] - baselines[1]).abs().clamp(min=MARGIN_MIN_GAP)
-        values = torch.stack([metric(fused_255, ir_255, vi_255) for metric in metrics], dim=1)
-        return (values - target) / gap
+        return (target_metrics(fused_255, ir_255, vi_255) - target) / gap
 
 
 def fusion_metric_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
@@ -81,11 +80,10 @@ def fusion_metric_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) 
 
     Issue #8's criterion as a training objective (not in METHOD.md): it falls as the fused image
     gains on whichever of VIF, Qabf and SSIM is furthest behind the better baseline of its own crop.
-    The soft minimum is ``-T logsumexp(-margins / T)`` with ``T =`` :data:`MARGIN_TEMPERATURE`
-    (within ``T log 3`` of the true minimum).
+    The soft minimum is :func:`soft_minimum` with ``T =`` :data:`MARGIN_TEMPERATURE` (within ``T log 3``
+    of the true minimum).
     """
-    margins = baseline_margins(fused, ir, vi)
-    return (MARGIN_TEMPERATURE * torch.logsumexp(-margins / MARGIN_TEMPERATURE, dim=1)).mean()
+    return -soft_minimum(baseline_margins(fused, ir, vi), MARGIN_TEMPERATURE, dim=1).mean()
 
 
 def segmentation_loss(

@@ -181,3 +181,13 @@ def qabf(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tenso
     denominator = (strength_ir + strength_vi).sum(dim=(1, 2, 3))
     safe = denominator > 0
     return torch.where(safe, numerator / torch.where(safe, denominator, torch.ones_like(denominator)), 0.0)
+
+
+# The metrics issue #8 asks a fused image to beat both pixel baselines on, in the column order of
+# :func:`target_metrics`.
+TARGET_METRICS: tuple[str, ...] = ("VIF", "Qabf", "SSIM")
+
+
+def target_metrics(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
+    """VIF, Qabf and SSIM of each image, ``(N, 3)`` in :data:`TARGET_METRICS` order (0-255 inputs as above)."""
+    return torch.stack([vif_sum(fused, ir, vi), qabf(fused, ir, vi), ssim_sum(fused, ir, vi)], dim=1)
