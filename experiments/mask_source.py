@@ -8,7 +8,8 @@ training fused images (the weights jump at the box edges), so a segmenter traine
 images may learn the boxes from the fusion instead of from the scene. This experiment fuses the
 same images of a trained model both ways, and with each label-free mask (``argmax S((I+V)/2)``
 of the pixel average, ``argmax S(I)`` of the infrared image, ``argmax S(F)`` of the image fused as
-inference does), and scores
+inference does), and two masks from both sources' segmentations (per pixel the more confident of
+``S(I)`` and ``S(V)``, and the union of their objects), and scores
 its segmenter on each, per class, next to the infrared and the visible image alone:
 
     python experiments/mask_source.py --params params/msrs-boxes.yaml \\
@@ -43,7 +44,24 @@ from uaafusion.paths import ProjectPaths, project_root_for  # noqa: E402
 from uaafusion.steps import with_absolute_data_root  # noqa: E402
 
 INPUTS = ("ir", "vi", "fused_predicted_mask", "fused_label_mask", "fused_average_mask", "fused_infrared_mask",
-          "fused_second_pass_mask")
+          "fused_second_pass_mask", "fused_confident_mask", "fused_union_mask")
+
+
+def two_source_masks(segmenter: torch.nn.Module, ir: torch.Tensor, vi: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Two label-free masks from both sources' segmentations, one-hot ``(B, C, H, W)``.
+
+    ``confident``: per pixel, the class of whichever of ``S(I)`` and ``S(V)`` is more confident
+    (higher top softmax probability; infrared on ties); ``union``: the infrared class where it is
+    not background (id 0), else the visible one (objects found in either source).
+    """
+    with torch.no_grad():
+        infrared, visible = segmenter(ir).softmax(dim=1), segmenter(vi).softmax(dim=1)
+    infrared_top, visible_top = infrared.max(dim=1), visible.max(dim=1)
+    confident = torch.where(infrared_top.values >= visible_top.values, infrared_top.indices, visible_top.indices)
+    union = torch.where(infrared_top.indices > 0, infrared_top.indices, visible_top.indices)
+    classes = infrared.shape[1]
+    return {name: torch.nn.functional.one_hot(ids, classes).permute(0, 3, 1, 2).to(ir.dtype)
+            for name, ids in (("confident", confident), ("union", union))}
 
 
 def score_mask_sources(fusion: torch.nn.Module, segmenter: torch.nn.Module, params: Params, split: str,
@@ -52,7 +70,7 @@ def score_mask_sources(fusion: torch.nn.Module, segmenter: torch.nn.Module, para
     the image fused with the predicted mask (as ``uaafusion fuse`` does: the model's
     ``inference_mask``), with the label mask (as training does), with ``argmax S((I+V)/2)`` (the
     pixel average's mask), with ``argmax S(I)`` (the infrared image's mask) and with ``argmax S(F)``
-    of the predicted-mask fused image (a second pass); plus the mean absolute difference
+    of the predicted-mask fused image (a second pass), and with each of :func:`two_source_masks`; plus the mean absolute difference
     of the predicted-mask and label-mask fused images inside and outside the labelled objects
     (label id > 0)."""
     data = params.data
@@ -80,6 +98,8 @@ def score_mask_sources(fusion: torch.nn.Module, segmenter: torch.nn.Module, para
                     images[f"fused_{source}_mask"] = fusion(ir, vi, segmenter, mask=mask).fused
             second_mask = mask_from_logits(segmenter(predicted))
             images["fused_second_pass_mask"] = fusion(ir, vi, segmenter, mask=second_mask).fused
+            for source, mask in two_source_masks(segmenter, ir, vi).items():
+                images[f"fused_{source}_mask"] = fusion(ir, vi, segmenter, mask=mask).fused
             for name, image in images.items():
                 prediction = segmenter(image).argmax(dim=1)[0].cpu()
                 confusions[name].update(prediction.numpy(), sample["label"].numpy())

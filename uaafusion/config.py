@@ -139,6 +139,10 @@ class TrainConfig:
     # per model.fusion.inference_mask, so the fusion network trains on the weights it gets at
     # inference). With "labels" for fused_mask too, the segmentation stage's fused images follow it.
     fusion_mask: Literal["labels", "predicted"] = "labels"
+    # Weight of one more segmenter input per training batch (pretraining, segmentation stage, joint
+    # steps): a random blend a I + (1 - a) V of the two sources, a ~ U(0, 1) per sample, so the
+    # segmenter learns to read mixtures of the sources such as fused images (0 = off, METHOD.md).
+    mixed_sources: float = 0.0
 
     def check(self, prefix: str) -> None:
         for name in ("rounds", "pretrain_epochs", "fusion_epochs", "segmentation_epochs", "joint_epochs", "retries"):
@@ -147,6 +151,8 @@ class TrainConfig:
             _require(getattr(self, name) > 0, f"{prefix}.{name}", "a positive number", getattr(self, name))
         _require(self.weight_decay >= 0, f"{prefix}.weight_decay", "a number >= 0", self.weight_decay)
         _require(self.grad_clip >= 0, f"{prefix}.grad_clip", "a number >= 0 (0 = off)", self.grad_clip)
+        _require(self.mixed_sources >= 0, f"{prefix}.mixed_sources", "a loss weight >= 0 (0 = off)",
+                 self.mixed_sources)
 
 
 @dataclass(frozen=True)

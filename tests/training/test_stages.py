@@ -118,6 +118,36 @@ def test_segmentation_stage_trains_on_fused_images_made_as_inference_makes_them(
     assert losses["predicted"] and losses["predicted"] != pytest.approx(losses["labels"])
 
 
+def test_mixed_sources_train_the_segmenter_on_random_blends_of_the_sources(tiny_data: Path, tmp_path: Path) -> None:
+    from uaafusion.training.stages import _source_mixing, open_training
+
+    params = tiny_params(tiny_data, **{"train.mixed_sources": 0.5})
+    context = open_training(params, tmp_path / "probe")
+    assert _source_mixing(open_training(tiny_params(tiny_data), tmp_path / "off"), "pretrain/epoch-1") is None
+    ir, vi = torch.rand(3, 1, 8, 8), torch.rand(3, 1, 8, 8)
+    blend = _source_mixing(context, "pretrain/epoch-1")(ir, vi)
+    # One share a in [0, 1] per sample: blend = a I + (1 - a) V at every pixel of that sample.
+    shares = ((blend - vi) / (ir - vi)).flatten(1)
+    assert torch.allclose(shares, shares[:, :1].expand_as(shares), atol=1e-4)
+    assert ((shares >= 0) & (shares <= 1)).all() and shares[:, 0].unique().numel() == 3
+    # The same unit draws the same blends (a resumed unit trains on what it would have); another unit does not.
+    assert torch.equal(_source_mixing(context, "pretrain/epoch-1")(ir, vi), blend)
+    assert not torch.allclose(_source_mixing(context, "pretrain/epoch-2")(ir, vi), blend)
+
+    run_training(params, tmp_path / "mixed")
+    steps = [row for row in read_history(tmp_path / "mixed")["steps"]
+             if row["stage"] in ("pretrain", "round-1/segmentation")]
+    assert {"pretrain", "round-1/segmentation"} == {row["stage"] for row in steps}
+    for row in steps:  # the blend's loss is logged and weighted into the total
+        sources = row["loss_ir"] + row["loss_vi"] + row.get("loss_fused", 0.0)
+        assert row["loss"] == pytest.approx(sources + 0.5 * row["loss_mixed"], rel=1e-5)
+    joint = tiny_params(tiny_data, **{"train.mixed_sources": 0.5, "train.schedule": "joint"})
+    assert run_training(joint, tmp_path / "joint") != run_training(
+        tiny_params(tiny_data, **{"train.schedule": "joint"}), tmp_path / "joint-plain")
+    with pytest.raises(ConfigError, match="train.mixed_sources"):
+        tiny_params(tiny_data, **{"train.mixed_sources": -1})
+
+
 def test_fusion_stage_can_train_with_the_inference_mask(tiny_data: Path, tmp_path: Path) -> None:
     from uaafusion.attribution import labels_to_one_hot, modality_weights
     from uaafusion.data.datasets import create_dataset

@@ -315,24 +315,26 @@ def _segmenter_epoch(context: TrainingContext, unit: str, fused_store: dict[str,
     optimizer = context.objects.optimizers["segmenter"]
     totals: dict[str, float] = {}
     batches = 0
+    mixing = _source_mixing(context, unit)
     for batch in _train_batches(context, unit):
         ir, vi, labels = batch["ir"], batch["vi"], batch["label"]
-        inputs = [ir, vi]
+        inputs = {"ir": ir, "vi": vi}
         if fused_store is not None:
-            inputs.append(_crop_stored(fused_store, batch, context.device))
+            inputs["fused"] = _crop_stored(fused_store, batch, context.device)
+        if mixing is not None:
+            inputs["mixed"] = mixing(ir, vi)
         optimizer.zero_grad(set_to_none=True)
         with _autocast(context):
-            losses = [segmentation_loss(segmenter(image), labels, params.data.ignore_index, params.loss.dice,
-                                        context.class_weights)
-                      for image in inputs]
-            loss = torch.stack(losses).sum()
+            losses = {name: segmentation_loss(segmenter(image), labels, params.data.ignore_index, params.loss.dice,
+                                              context.class_weights)
+                      for name, image in inputs.items()}
+            loss = torch.stack([value * (params.train.mixed_sources if name == "mixed" else 1.0)
+                                for name, value in losses.items()]).sum()
         _check_finite(context, unit, loss)
         loss.backward()
         _clip(segmenter, params.train.grad_clip)
         optimizer.step()
-        terms = {"loss": loss.item(), "loss_ir": losses[0].item(), "loss_vi": losses[1].item()}
-        if fused_store is not None:
-            terms["loss_fused"] = losses[2].item()
+        terms = {"loss": loss.item(), **{f"loss_{name}": value.item() for name, value in losses.items()}}
         _log_step(context, unit, terms)
         for key, value in terms.items():
             totals[key] = totals.get(key, 0.0) + value
@@ -397,6 +399,7 @@ def _joint_epoch(context: TrainingContext, unit: str) -> dict[str, float]:
     segmenter_optimizer = context.objects.optimizers["segmenter"]
     totals: dict[str, float] = {}
     batches = 0
+    mixing = _source_mixing(context, unit)
     for batch in _train_batches(context, unit):
         ir, vi, labels, roi = batch["ir"], batch["vi"], batch["label"], batch["roi"]
         # Fusion step, segmenter frozen.
@@ -430,6 +433,10 @@ def _joint_epoch(context: TrainingContext, unit: str) -> dict[str, float]:
             segmenter_loss = sum(segmentation_loss(segmenter(image), labels, params.data.ignore_index, params.loss.dice,
                                                    context.class_weights)
                                  for image in (fused, ir, vi))
+            if mixing is not None:
+                segmenter_loss = segmenter_loss + params.train.mixed_sources * segmentation_loss(
+                    segmenter(mixing(ir, vi)), labels, params.data.ignore_index, params.loss.dice,
+                    context.class_weights)
         _check_finite(context, unit, segmenter_loss)
         segmenter_loss.backward()
         _clip(segmenter, params.train.grad_clip)
@@ -660,10 +667,30 @@ def _dataset(context: TrainingContext, split: str, crop: bool) -> Dataset:
     return create_dataset(context.params.data, split, crop=crop, seed=context.params.seed)
 
 
+def _unit_seed(params: Params, unit: str) -> int:
+    """The random seed of one training unit: the run's seed and the unit id, nothing else (resume)."""
+    return params.seed * 1_000_003 + int(hashlib.sha256(unit.encode()).hexdigest()[:8], 16)
+
+
+def _source_mixing(context: TrainingContext, unit: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+    """``train.mixed_sources > 0``: a function ``(ir, vi) (B, 1, H, W) -> a I + (1 - a) V``, one
+    ``a ~ U(0, 1)`` per sample, drawn from a generator seeded by the unit (a resumed unit draws the
+    same blends); ``None`` when off."""
+    if context.params.train.mixed_sources <= 0:
+        return None
+    generator = torch.Generator().manual_seed(_unit_seed(context.params, unit) + 1)
+
+    def mix(ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
+        share = torch.rand(ir.shape[0], 1, 1, 1, generator=generator).to(ir)
+        return share * ir + (1.0 - share) * vi
+
+    return mix
+
+
 def _train_batches(context: TrainingContext, unit: str) -> Iterator[dict[str, Any]]:
     """Batches of training crops; order and crops depend only on the seed and the unit id."""
     params = context.params
-    unit_seed = params.seed * 1_000_003 + int(hashlib.sha256(unit.encode()).hexdigest()[:8], 16)
+    unit_seed = _unit_seed(params, unit)
     dataset = _dataset(context, params.data.train_split, crop=True)
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(unit_seed)
