@@ -47,20 +47,21 @@ INPUTS = ("ir", "vi", "fused_predicted_mask", "fused_label_mask", "fused_average
           "fused_second_pass_mask", "fused_confident_mask", "fused_union_mask")
 
 
-def two_source_masks(segmenter: torch.nn.Module, ir: torch.Tensor, vi: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Two label-free masks from both sources' segmentations, one-hot ``(B, C, H, W)``.
+def two_source_masks(infrared_logits: torch.Tensor, visible_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Two label-free masks from both sources' segmentations ``S(I), S(V)`` (logits ``(B, C, H, W)``),
+    one-hot ``(B, C, H, W)``.
 
     ``confident``: per pixel, the class of whichever of ``S(I)`` and ``S(V)`` is more confident
     (higher top softmax probability; infrared on ties); ``union``: the infrared class where it is
     not background (id 0), else the visible one (objects found in either source).
     """
-    with torch.no_grad():
-        infrared, visible = segmenter(ir).softmax(dim=1), segmenter(vi).softmax(dim=1)
-    infrared_top, visible_top = infrared.max(dim=1), visible.max(dim=1)
+    infrared_top = infrared_logits.softmax(dim=1).max(dim=1)
+    visible_top = visible_logits.softmax(dim=1).max(dim=1)
     confident = torch.where(infrared_top.values >= visible_top.values, infrared_top.indices, visible_top.indices)
     union = torch.where(infrared_top.indices > 0, infrared_top.indices, visible_top.indices)
-    classes = infrared.shape[1]
-    return {name: torch.nn.functional.one_hot(ids, classes).permute(0, 3, 1, 2).to(ir.dtype)
+    classes = infrared_logits.shape[1]
+    # Every class id is a real class here: no pixel is ignored.
+    return {name: labels_to_one_hot(ids, classes, ignore_index=-1).to(infrared_logits.dtype)
             for name, ids in (("confident", confident), ("union", union))}
 
 
@@ -98,7 +99,7 @@ def score_mask_sources(fusion: torch.nn.Module, segmenter: torch.nn.Module, para
                     images[f"fused_{source}_mask"] = fusion(ir, vi, segmenter, mask=mask).fused
             second_mask = mask_from_logits(segmenter(predicted))
             images["fused_second_pass_mask"] = fusion(ir, vi, segmenter, mask=second_mask).fused
-            for source, mask in two_source_masks(segmenter, ir, vi).items():
+            for source, mask in two_source_masks(segmenter(ir), segmenter(vi)).items():
                 images[f"fused_{source}_mask"] = fusion(ir, vi, segmenter, mask=mask).fused
             for name, image in images.items():
                 prediction = segmenter(image).argmax(dim=1)[0].cpu()

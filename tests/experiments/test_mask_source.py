@@ -34,24 +34,13 @@ def test_fuses_with_both_masks_and_scores_every_input(tiny_project: tuple[Path, 
         assert gap["objects"] > 0 and gap["background"] >= 0
 
 
-class _FixedLogits(torch.nn.Module):
-    """A segmenter whose logits depend only on which source it is shown (its mean intensity)."""
-
-    def __init__(self, infrared: torch.Tensor, visible: torch.Tensor) -> None:
-        super().__init__()
-        self.infrared, self.visible = infrared, visible
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.infrared if float(image.mean()) > 0.5 else self.visible
-
-
 def test_two_source_masks_take_the_more_confident_class_and_the_union_of_objects() -> None:
     # Three pixels, classes (background, person, car). Pixel 0: infrared sure of person, visible
     # unsure of car; pixel 1: infrared unsure of background, visible sure of car; pixel 2: infrared
     # unsure of car, visible sure of background.
     infrared = torch.tensor([[0.0, 4.0, 0.0], [0.3, 0.0, 0.2], [0.0, 0.0, 0.4]]).T.reshape(1, 3, 1, 3)
     visible = torch.tensor([[0.0, 0.0, 0.5], [0.0, 0.0, 5.0], [6.0, 0.0, 0.0]]).T.reshape(1, 3, 1, 3)
-    masks = two_source_masks(_FixedLogits(infrared, visible), torch.ones(1, 1, 1, 3), torch.zeros(1, 1, 1, 3))
+    masks = two_source_masks(infrared, visible)
     assert masks["confident"].argmax(dim=1).flatten().tolist() == [1, 2, 0]
     assert masks["union"].argmax(dim=1).flatten().tolist() == [1, 2, 2]
     for mask in masks.values():  # one-hot

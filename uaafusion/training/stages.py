@@ -305,8 +305,6 @@ def read_history(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
 
 def _segmenter_epoch(context: TrainingContext, unit: str, fused_store: dict[str, torch.Tensor] | None) -> dict[str, float]:
     """One epoch of the segmenter on the sources (and on fused images when ``fused_store`` is given)."""
-    from uaafusion.losses import segmentation_loss
-
     params = context.params
     segmenter, fusion = context.segmenter, context.fusion
     _freeze(fusion)
@@ -325,11 +323,7 @@ def _segmenter_epoch(context: TrainingContext, unit: str, fused_store: dict[str,
             inputs["mixed"] = mixing(ir, vi)
         optimizer.zero_grad(set_to_none=True)
         with _autocast(context):
-            losses = {name: segmentation_loss(segmenter(image), labels, params.data.ignore_index, params.loss.dice,
-                                              context.class_weights)
-                      for name, image in inputs.items()}
-            loss = torch.stack([value * (params.train.mixed_sources if name == "mixed" else 1.0)
-                                for name, value in losses.items()]).sum()
+            loss, losses = _segmenter_loss(context, inputs, labels)
         _check_finite(context, unit, loss)
         loss.backward()
         _clip(segmenter, params.train.grad_clip)
@@ -340,6 +334,25 @@ def _segmenter_epoch(context: TrainingContext, unit: str, fused_store: dict[str,
             totals[key] = totals.get(key, 0.0) + value
         batches += 1
     return {key: value / max(batches, 1) for key, value in totals.items()}
+
+
+def _segmenter_loss(context: TrainingContext, inputs: Mapping[str, torch.Tensor],
+                    labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The segmenter's training loss on every input image ``(B, 1, H, W)`` against the same ``labels``.
+
+    Returns ``(total, per input)``: each input's segmentation loss (cross-entropy, Dice per
+    ``loss.dice``, the class weights), summed with weight 1, except ``"mixed"`` (the blend of the
+    sources) with ``train.mixed_sources``.
+    """
+    from uaafusion.losses import segmentation_loss
+
+    params = context.params
+    losses = {name: segmentation_loss(context.segmenter(image), labels, params.data.ignore_index, params.loss.dice,
+                                      context.class_weights)
+              for name, image in inputs.items()}
+    total = torch.stack([value * (params.train.mixed_sources if name == "mixed" else 1.0)
+                         for name, value in losses.items()]).sum()
+    return total, losses
 
 
 def _fusion_epoch(context: TrainingContext, unit: str, weights: Mapping[str, torch.Tensor],
@@ -390,7 +403,7 @@ def _fusion_epoch(context: TrainingContext, unit: str, weights: Mapping[str, tor
 def _joint_epoch(context: TrainingContext, unit: str) -> dict[str, float]:
     """One epoch of the joint schedule: fusion step (weights recomputed), then segmenter step."""
     from uaafusion.attribution import frozen_segmenter, modality_weights
-    from uaafusion.losses import FusionLoss, segmentation_loss
+    from uaafusion.losses import FusionLoss
 
     params = context.params
     fusion, segmenter = context.fusion, context.segmenter
@@ -429,14 +442,11 @@ def _joint_epoch(context: TrainingContext, unit: str) -> dict[str, float]:
         segmenter.train()
         fused = output.fused.detach()
         segmenter_optimizer.zero_grad(set_to_none=True)
+        inputs = {"fused": fused, "ir": ir, "vi": vi}
+        if mixing is not None:
+            inputs["mixed"] = mixing(ir, vi)
         with _autocast(context):
-            segmenter_loss = sum(segmentation_loss(segmenter(image), labels, params.data.ignore_index, params.loss.dice,
-                                                   context.class_weights)
-                                 for image in (fused, ir, vi))
-            if mixing is not None:
-                segmenter_loss = segmenter_loss + params.train.mixed_sources * segmentation_loss(
-                    segmenter(mixing(ir, vi)), labels, params.data.ignore_index, params.loss.dice,
-                    context.class_weights)
+            segmenter_loss, _ = _segmenter_loss(context, inputs, labels)
         _check_finite(context, unit, segmenter_loss)
         segmenter_loss.backward()
         _clip(segmenter, params.train.grad_clip)
