@@ -83,12 +83,27 @@ def fake_means(offset: float) -> dict:
     return means
 
 
+def fake_confusion(correct: int) -> list[list[int]]:
+    """A 3-class confusion matrix with ``correct`` pixels on the diagonal per class and 10 off it."""
+    return [[correct if target == prediction else 5 for prediction in range(3)] for target in range(3)]
+
+
 def write_evaluation(paths: ProjectPaths) -> dict:
-    """ours best on most metrics; peerX best on SD; maximum ties ours on SSIM; average lacks VIF."""
+    """ours best on most metrics; peerX best on SD; maximum ties ours on SSIM; average lacks VIF.
+
+    Per image, EN is the method's offset plus the image's; ours and average carry confusion
+    matrices (their segmenter finds more on the fused images than on the infrared ones).
+    """
     evaluation = {}
     for method, offset in zip(METHODS, (0.3, 0.0, 0.1, 0.2)):
         means = fake_means(offset)
-        evaluation[method] = {"per_image": {name: {"EN": 1.0} for name in SAMPLE_NAMES}, "mean": means, "count": 3}
+        per_image = {name: {"EN": 1.0 + offset + 0.1 * index} for index, name in enumerate(SAMPLE_NAMES)}
+        evaluation[method] = {"per_image": per_image, "mean": means, "count": 3}
+        if method in ("ours", "average"):
+            fused = 100 if method == "ours" else 60
+            evaluation[method]["confusion"] = {
+                key: {name: fake_confusion(correct) for name in SAMPLE_NAMES}
+                for key, correct in (("mIoU", fused), ("mIoU_ir", 40), ("mIoU_vi", fused))}
     evaluation["peerX"]["mean"]["SD"] = 99.0
     evaluation["maximum"]["mean"]["SSIM"] = evaluation["ours"]["mean"]["SSIM"]
     evaluation["average"]["mean"]["VIF"] = None
@@ -178,7 +193,7 @@ def column_best(table: list[list[tuple[str, bool]]], column: str) -> set[str]:
 
 def test_html_metrics_table_lists_every_method_and_marks_the_best(built_report: ProjectPaths) -> None:
     html_text = (built_report.reports / "index.html").read_text()
-    headline, per_class, by_input = read_tables(html_text)
+    headline, per_class, by_input, *_ = read_tables(html_text)
     assert [row[0][0] for row in headline[1:]] == METHODS
     header = [text for text, _ in headline[0]]
     for metric in (*FUSION_METRICS, "mIoU"):
@@ -198,6 +213,28 @@ def test_html_metrics_table_lists_every_method_and_marks_the_best(built_report: 
     # The segmenter on fused images vs on each source alone (the sources are the same for every method).
     assert [text for text, _ in by_input[0]][2:] == ["mIoU (fused)", "mIoU_ir (infrared only)", "mIoU_vi (visible only)"]
     assert column_best(by_input, "mIoU (fused)") == {"ours"}
+
+
+def test_differences_with_intervals_in_both_reports(built_report: ProjectPaths) -> None:
+    against, sources = read_tables((built_report.reports / "index.html").read_text())[3:]
+    assert [text for text, _ in against[0]] == ["metric", "ours − average", "ours − maximum", "ours − peerX"]
+    rows = {row[0][0]: [text for text, _ in row[1:]] for row in against[1:]}
+    # EN differs by the same amount on every image: no spread, the interval is that amount.
+    assert rows["EN"] == ["+0.3000 [+0.3000, +0.3000] ▲", "+0.2000 [+0.2000, +0.2000] ▲",
+                          "+0.1000 [+0.1000, +0.1000] ▲"]
+    # Set-level mIoU from the confusion matrices where both methods carry them, else no cell.
+    from uaafusion.metrics.comparison import set_miou
+
+    ours_minus_average = set_miou(np.array(fake_confusion(100))) - set_miou(np.array(fake_confusion(60)))
+    assert rows["mIoU"][0] == f"+{ours_minus_average:.4f} [+{ours_minus_average:.4f}, +{ours_minus_average:.4f}] ▲"
+    assert rows["mIoU"][1:] == ["–", "–"]
+    assert [text for text, _ in sources[0]] == ["method", "mIoU: fused − infrared", "mIoU: fused − visible"]
+    assert [row[0][0] for row in sources[1:]] == ["ours", "average"]
+    assert sources[1][2][0] == "+0.0000 [+0.0000, +0.0000]"  # unresolved: no mark
+    markdown = (built_report.reports / "README.md").read_text()
+    assert "## Differences: ours minus each other method" in markdown
+    assert "| EN | +0.3000 [+0.3000, +0.3000] ▲ |" in markdown
+    assert "paired bootstrap draws of the test images" in markdown
 
 
 def test_html_is_self_contained_with_embedded_figures(built_report: ProjectPaths) -> None:

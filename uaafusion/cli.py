@@ -15,6 +15,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "prepare",
     "train",
     "evaluate",
+    "compare",
     "fuse",
     "report",
     "bench",

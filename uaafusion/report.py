@@ -8,7 +8,9 @@
 
 Content: the mean metrics of every method (ours, the pixel baselines ``average`` and ``maximum``,
 any configured peers) with the best value per metric marked (higher is better for the ten fusion
-metrics, mIoU and per-class IoU); the training loss per step coloured by stage and the validation
+metrics, mIoU and per-class IoU); ours minus every other method per metric, and each method's
+fused images minus each source for the segmenter, with paired bootstrap intervals over the test
+images (:mod:`uaafusion.report_comparison`); the training loss per step coloured by stage and the validation
 metrics per round; for the first ``report.samples`` test images: infrared, visible, our fused
 image, the infrared weight map, the last stage's attention map, and the segmentation of the fused
 image next to the ground truth; and how to reproduce the numbers.
@@ -37,6 +39,7 @@ import numpy as np
 from uaafusion.config import Params
 from uaafusion.errors import DataError, UAAFusionError
 from uaafusion.paths import ProjectPaths
+from uaafusion.report_comparison import DifferenceTable, difference_tables, html_parts, markdown_lines
 
 LOGGER = logging.getLogger(__name__)
 
@@ -90,6 +93,8 @@ class ReportContent:
     provenance: list[tuple[str, str]]
     notes: list[str] = field(default_factory=list)
     discussion: str = ""
+    difference_tables: list[DifferenceTable] = field(default_factory=list)
+    generalisation_tables: list[MetricsTable] = field(default_factory=list)
 
 
 DISCUSSION_TITLE = "Discussion"
@@ -118,7 +123,6 @@ def build_report(params: Params, paths: ProjectPaths, params_file: Path | None =
     notes: list[str] = []
 
     tables = metric_tables(evaluation, params.evaluate.peers, list(params.data.class_names))
-    tables += generalisation_tables(read_generalisation(paths.generalisation, notes))
     training_figures = _training_figures(paths, figures_dir, notes)
     sample_figures = _sample_figures(params, paths, figures_dir, notes)
 
@@ -134,6 +138,8 @@ def build_report(params: Params, paths: ProjectPaths, params_file: Path | None =
         provenance=_provenance(paths),
         notes=notes,
         discussion=read_discussion(params, paths),
+        difference_tables=comparison_tables(evaluation, params.evaluate.peers),
+        generalisation_tables=generalisation_tables(read_generalisation(paths.generalisation, notes)),
     )
     paths.reports.mkdir(parents=True, exist_ok=True)
     index = paths.reports / "index.html"
@@ -262,6 +268,13 @@ def metric_tables(evaluation: dict[str, dict[str, Any]], peers: Iterable[str] = 
                              [key for key, _ in sources], [f"{key} ({label})" for key, label in sources],
                              methods, means, counts))
     return tables
+
+
+def comparison_tables(evaluation: dict[str, dict[str, Any]], peers: Iterable[str] = ()) -> list[DifferenceTable]:
+    """Ours minus every other method, and each method's fused images minus each source, with bootstrap
+    intervals (:mod:`uaafusion.report_comparison`), rows in the headline table's metric order."""
+    order = [*FUSION_METRICS, "ROI_SSIM", "ROI_SSIM_ir", "ROI_SSIM_vi", *TASK_METRICS, "box_mIoU"]
+    return difference_tables(evaluation, method_order(evaluation, peers), OUR_METHOD, order)
 
 
 def read_generalisation(path: Path, notes: list[str] | None = None) -> dict[str, dict[str, Any]]:
@@ -760,6 +773,7 @@ table.metrics th, table.metrics td { border: 1px solid #ccc; padding: 3px 6px; t
 table.metrics th { background: #f2f2f2; } table.metrics td.method { text-align: left; font-weight: 600; }
 table.metrics tr.ours td { background: #f7fbff; }
 table.metrics tbody tr td.best { background: #d9f2d9; font-weight: 700; }
+table.metrics td.higher { background: #e3f4e3; } table.metrics td.lower { background: #fbe6e6; }
 figure { margin: 12px 0 20px; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 0.85em; color: #555; }
 pre { background: #f6f6f6; padding: 8px 12px; overflow-x: auto; font-size: 0.85em; }
@@ -780,10 +794,10 @@ def render_html(content: ReportContent) -> str:
     parts += [f"<p>{escape(line)}</p>" for line in content.summary]
     parts += [f'<p class="note">Note: {escape(note)}</p>' for note in content.notes]
     for table in content.tables:
-        parts.append(f"<h2>{escape(table.title)}</h2>")
-        parts.append(_html_table(table))
-        parts.append(f'<p class="legend">{BEST_MARK} and green: best value per column '
-                     "(higher is better). Means over the test images; mIoU and IoU are set-level.</p>")
+        parts += _html_metrics_section(table)
+    parts += [part for table in content.difference_tables for part in html_parts(table)]
+    for table in content.generalisation_tables:
+        parts += _html_metrics_section(table)
     parts += _discussion_html_parts(content.discussion)
     parts.append(f"<h2>{TRAINING_TITLE}</h2>")
     if not content.training_figures:
@@ -875,6 +889,12 @@ def discussion_html(text: str) -> str:
     return "\n".join(blocks)
 
 
+def _html_metrics_section(table: MetricsTable) -> list[str]:
+    return [f"<h2>{html.escape(table.title)}</h2>", _html_table(table),
+            f'<p class="legend">{BEST_MARK} and green: best value per column '
+            "(higher is better). Means over the test images; mIoU and IoU are set-level.</p>"]
+
+
 def _html_table(table: MetricsTable) -> str:
     escape = html.escape
     header = "".join(f"<th>{escape(title)}</th>" for title in ["method", "images", *table.headers])
@@ -906,9 +926,10 @@ def render_markdown(content: ReportContent, relative_to: Path) -> str:
     lines += [line for text in content.summary for line in (text, "")]
     lines += [line for note in content.notes for line in (f"> Note: {note}", "")]
     for table in content.tables:
-        lines += [f"## {table.title}", "", *_markdown_table(table), "",
-                  f"{BEST_MARK} **bold**: best value per column (higher is better). Means over the test images; "
-                  "mIoU and IoU are set-level.", ""]
+        lines += _markdown_metrics_section(table)
+    lines += [line for table in content.difference_tables for line in markdown_lines(table)]
+    for table in content.generalisation_tables:
+        lines += _markdown_metrics_section(table)
     lines += _discussion_markdown(content.discussion)
     lines += [f"## {TRAINING_TITLE}", ""]
     if not content.training_figures:
@@ -932,6 +953,12 @@ def render_markdown(content: ReportContent, relative_to: Path) -> str:
         lines.append("")
     lines += ["<details><summary>Parameters</summary>", "", "```yaml", content.params_yaml, "```", "", "</details>", ""]
     return "\n".join(lines)
+
+
+def _markdown_metrics_section(table: MetricsTable) -> list[str]:
+    return [f"## {table.title}", "", *_markdown_table(table), "",
+            f"{BEST_MARK} **bold**: best value per column (higher is better). Means over the test images; "
+            "mIoU and IoU are set-level.", ""]
 
 
 def _markdown_table(table: MetricsTable) -> list[str]:

@@ -136,6 +136,10 @@ def test_segmentation_metrics_on_fused_and_sources(evaluation_folders: dict[str,
     assert mean["pixel_accuracy"] == pytest.approx(1 - 32 / (23 * 32))
     assert all(0 < results["per_image"][name]["mIoU"] < 1 for name in NAMES)
     assert "box_mIoU" not in mean and "ROI_SSIM" not in mean
+    for suffix, matrix in expected.items():
+        matrices = results["confusion"][f"mIoU{suffix}"]
+        assert sorted(matrices) == sorted(NAMES)
+        assert np.array_equal(sum(np.asarray(matrices[name]) for name in NAMES), matrix.matrix)
     json.dumps(results, allow_nan=False)
 
 
@@ -159,6 +163,14 @@ def test_boxes_give_roi_ssim_and_box_iou(evaluation_folders: dict[str, Path], tm
         expected.update(binning_prediction(read_gray(evaluation_folders["fused"] / f"{name}.tif"), 4), box_mask)
     assert mean["box_mIoU"] == pytest.approx(expected.miou())
     assert mean["box_pixel_accuracy"] == pytest.approx(expected.pixel_accuracy())
+    # The per-image confusion matrices add up to each set-level value (what a comparison resamples).
+    confusion = results["confusion"]
+    assert set(confusion) == {"box_mIoU", "box_mIoU_ir", "box_mIoU_vi"}
+    assert np.array_equal(sum(np.asarray(confusion["box_mIoU"][name]) for name in NAMES), expected.matrix)
+    for key in ("box_mIoU_ir", "box_mIoU_vi"):
+        summed = ConfusionMatrix(4)
+        summed.matrix = sum(np.asarray(confusion[key][name], dtype=np.int64) for name in NAMES)
+        assert mean[key] == pytest.approx(summed.miou())
     assert {"box_IoU/background", "box_IoU/person", "box_IoU/bicycle", "box_IoU/car", "box_mIoU_ir", "box_mIoU_vi"} <= set(mean)
     assert "mIoU" not in mean
     json.dumps(results, allow_nan=False)

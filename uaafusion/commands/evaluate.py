@@ -51,7 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
              "e.g. '*N' for MSRS's night images (quote it)",
     )
     parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
-    parser.add_argument("--out", required=True, type=Path, help="JSON file to write ({per_image, mean, count})")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="JSON file to write ({per_image, mean, count}; with a segmenter, the per-image "
+                             "confusion matrices that `uaafusion compare` resamples)")
     parser.set_defaults(func=run)
 
 
@@ -98,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         "per_image": results["per_image"],
         "mean": results["mean"],
         "count": results["count"],
-        **({"roi_count": results["roi_count"]} if "roi_count" in results else {}),
+        **{key: results[key] for key in ("roi_count", "confusion") if key in results},
         "inputs": {
             "ir": str(args.ir),
             "vi": str(args.vi),

@@ -3,6 +3,8 @@
 - :mod:`uaafusion.metrics.fusion`: :func:`fusion_metrics` (EN, SD, SF, AG, MI, MI_bits, SCD, VIF, Qabf, SSIM).
 - :mod:`uaafusion.metrics.segmentation`: :class:`ConfusionMatrix`, :func:`roi_ssim`.
 - :mod:`uaafusion.metrics.evaluate`: :func:`evaluate_folders`, :func:`format_table`.
+- :mod:`uaafusion.metrics.comparison`: paired bootstrap intervals of the differences between two
+  evaluated methods, and between a method's fused images and each source (``uaafusion compare``).
 - :mod:`uaafusion.metrics.differentiable`: VIF, Qabf and SSIM as differentiable torch functions
   (the same definitions as :mod:`uaafusion.metrics.fusion`; ``experiments/metric_oracle.py``).
 """

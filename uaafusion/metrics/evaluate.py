@@ -21,7 +21,9 @@ per-class IoU come from one confusion matrix accumulated over all images (see
 ``pixel_accuracy_ir``, ``IoU_ir/<class>``, ``mIoU_vi``, ...). Against box masks the same keys
 carry a ``box_`` prefix (``box_mIoU``, ``box_pixel_accuracy``, ``box_IoU/<class>``,
 ``box_mIoU_ir``, ...). Undefined values (``nan``) are reported as ``None`` so the result is
-plain JSON.
+plain JSON. ``confusion`` keeps each image's confusion matrix under the set-level key it adds
+to (``{"box_mIoU_ir": {name: [[count, ...], ...]}}``), so that a comparison can resample the
+images (:mod:`uaafusion.metrics.comparison`).
 """
 
 from __future__ import annotations
@@ -363,7 +365,8 @@ def evaluate_folders(
 
     Returns:
         ``{"per_image": {name: {metric: value}}, "mean": {metric: value}, "count": n}`` (plus
-        ``"roi_count"``, the number of images with boxes, when ``boxes_dir`` is given); values
+        ``"roi_count"``, the number of images with boxes, when ``boxes_dir`` is given, and
+        ``"confusion"``, the per-image confusion matrices, when a segmenter was scored); values
         are floats or ``None`` (undefined). See the module docstring for the keys.
 
     Raises:
@@ -414,6 +417,7 @@ def _score_samples(
         box_matrices = {suffix: ConfusionMatrix(num_classes, ignore_index) for suffix, _ in _SEGMENTER_INPUTS}
 
     per_image: dict[str, dict[str, float | None]] = {}
+    confusion: dict[str, dict[str, list[list[int]]]] = {}
     roi_count = 0
     for sample in tqdm(samples, desc="evaluate", unit="image", disable=not progress or len(samples) < 2):
         ir_gray, vi_gray, fused_gray = sample.read_gray_images()
@@ -431,20 +435,19 @@ def _score_samples(
         if score_labels or score_boxes:
             assert segmenter is not None and num_classes is not None
             predictions = _predict_classes(segmenter, [fused_gray, ir_gray, vi_gray], device, num_classes)
+            targets = []
             if score_labels and sample.label_path is not None:
-                label = read_label_image(sample.label_path)
-                image_matrix = ConfusionMatrix(num_classes, ignore_index)
-                image_matrix.update(predictions[0], label)
-                values["mIoU"] = _json_number(image_matrix.miou())
-                for index, (suffix, _) in enumerate(_SEGMENTER_INPUTS):
-                    label_matrices[suffix].update(predictions[index], label)
+                targets.append(("", read_label_image(sample.label_path), label_matrices))
             if score_boxes:
-                box_mask = boxes_to_class_mask(sample.boxes, height, width)
-                image_matrix = ConfusionMatrix(num_classes, ignore_index)
-                image_matrix.update(predictions[0], box_mask)
-                values["box_mIoU"] = _json_number(image_matrix.miou())
+                targets.append(("box_", boxes_to_class_mask(sample.boxes, height, width), box_matrices))
+            for prefix, target, set_matrices in targets:
                 for index, (suffix, _) in enumerate(_SEGMENTER_INPUTS):
-                    box_matrices[suffix].update(predictions[index], box_mask)
+                    image_matrix = ConfusionMatrix(num_classes, ignore_index)
+                    image_matrix.update(predictions[index], target)
+                    set_matrices[suffix].merge(image_matrix)
+                    confusion.setdefault(f"{prefix}mIoU{suffix}", {})[sample.name] = image_matrix.matrix.tolist()
+                    if not suffix:
+                        values[f"{prefix}mIoU"] = _json_number(image_matrix.miou())
         per_image[sample.name] = values
 
     mean: dict[str, float | None] = {}
@@ -462,6 +465,8 @@ def _score_samples(
             mean.update(_segmentation_summary(box_matrices[suffix], class_names, "box_", suffix))
 
     result: dict = {"per_image": per_image, "mean": mean, "count": len(per_image)}
+    if confusion:
+        result["confusion"] = confusion
     if with_boxes:
         result["roi_count"] = roi_count
     return result
