@@ -119,6 +119,15 @@ def export_task(root: str, params_file: str, overrides: dict[str, Any] | None, r
     return str(checkpoint)
 
 
+def evaluation_differences(paths: ProjectPaths) -> dict[str, float]:
+    """Ours minus every other method and ours' fused images minus each source, with the bounds of
+    their bootstrap intervals, as flat metrics (:meth:`uaafusion.metrics.comparison.Comparison.flat_metrics`)."""
+    from uaafusion.metrics.comparison import compare_methods
+    from uaafusion.report import OUR_METHOD, read_evaluation
+
+    return compare_methods(read_evaluation(paths.evaluation), OUR_METHOD, skip_unpaired=True).flat_metrics()
+
+
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(root: str, params_file: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
     from uaafusion.steps import evaluate_step
@@ -131,6 +140,10 @@ def evaluate_task(root: str, params_file: str, overrides: dict[str, Any] | None)
     ours = {key: value for key, value in means["ours"].items() if isinstance(value, (int, float))}
     tracker.log_metrics(run_id, ours, 0)
     tracker.log_metrics(tracker.parent_run_id, {f"test_{key}": value for key, value in ours.items()}, 0)
+    differences = evaluation_differences(paths)
+    tracker.log_metrics(run_id, differences, 0)
+    fused_against_sources = {key: value for key, value in differences.items() if key.startswith("ours/")}
+    tracker.log_metrics(tracker.parent_run_id, {f"test_{key}": value for key, value in fused_against_sources.items()}, 0)
     tracker.log_artifact(run_id, paths.evaluation)
     tracker.log_artifact(run_id, paths.metrics)
     if paths.generalisation.is_file():

@@ -16,15 +16,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from uaafusion.errors import DataError
 from uaafusion.metrics.comparison import (
     DEFAULT_CONFIDENCE,
     DEFAULT_RESAMPLES,
     DEFAULT_SEED,
     SOURCE_SUFFIXES,
     Difference,
-    compare_results,
-    compare_sources,
+    compare_methods,
     format_difference,
 )
 
@@ -59,37 +57,29 @@ LEGEND = (f"Each cell: the difference on all test images and its {DEFAULT_CONFID
 
 def difference_tables(evaluation: Mapping[str, Mapping[str, Any]], methods: Sequence[str],
                       reference: str, metric_order: Sequence[str]) -> list[DifferenceTable]:
-    """The two comparison tables for ``methods`` (ordered, ``reference`` among them); empty when there is
-    nothing to compare (one method, or results without per-image values)."""
+    """The two comparison tables for ``methods`` (ordered, ``reference`` among them): the first when another
+    method shares scored images with the reference, the second when results carry confusion matrices;
+    none without the reference."""
     tables: list[DifferenceTable] = []
-    others = [method for method in methods if method != reference]
-    if reference in evaluation and others:
-        by_method: dict[str, dict[str, Difference]] = {}
-        for method in others:
-            try:
-                by_method[method] = compare_results(evaluation[reference], evaluation[method],
-                                                    names=(reference, method))
-            except DataError:
-                continue  # no shared image: nothing to set side by side
-        present = {metric for differences in by_method.values() for metric in differences}
-        rows = [metric for metric in metric_order if metric in present]
-        rows += sorted(present - set(rows))
-        if rows:
-            table = DifferenceTable(f"Differences: {reference} minus each other method", "metric", rows,
-                                    [f"{reference} − {method}" for method in by_method])
-            for method, differences in by_method.items():
-                for metric, difference in differences.items():
-                    table.cells[(metric, f"{reference} − {method}")] = difference
-            tables.append(table)
-
-    source_rows = {method: compare_sources(evaluation[method]) for method in methods if method in evaluation}
-    source_rows = {method: differences for method, differences in source_rows.items() if differences}
-    if source_rows:
-        labels = list(dict.fromkeys(label for differences in source_rows.values() for label in differences))
-        columns = [_source_column(label) for label in labels]
+    if reference not in evaluation:
+        return tables
+    ordered = {method: evaluation[method] for method in methods if method in evaluation}
+    comparison = compare_methods(ordered, reference, skip_unpaired=True)
+    present = {metric for differences in comparison.against.values() for metric in differences}
+    rows = [metric for metric in metric_order if metric in present]
+    rows += sorted(present - set(rows))
+    if rows:
+        table = DifferenceTable(f"Differences: {reference} minus each other method", "metric", rows,
+                                [f"{reference} − {method}" for method in comparison.against])
+        for method, differences in comparison.against.items():
+            for metric, difference in differences.items():
+                table.cells[(metric, f"{reference} − {method}")] = difference
+        tables.append(table)
+    if comparison.sources:
+        labels = list(dict.fromkeys(label for differences in comparison.sources.values() for label in differences))
         table = DifferenceTable("Differences: the segmenter on each method's fused images minus on each source alone",
-                                "method", list(source_rows), columns)
-        for method, differences in source_rows.items():
+                                "method", list(comparison.sources), [_source_column(label) for label in labels])
+        for method, differences in comparison.sources.items():
             for label, difference in differences.items():
                 table.cells[(method, _source_column(label))] = difference
         tables.append(table)

@@ -65,6 +65,12 @@ def test_pipeline_flow_runs_every_step_and_tracks_in_mlflow(project: Path, prefe
             "evaluate", "report"} <= set(children)
     assert "loss" in children["round-1/fusion"].data.metrics
     assert "mIoU" in children["round-1/validation"].data.metrics
+    # Ours minus each method, and fused minus each source, with the bounds of their intervals.
+    evaluate_metrics = children["evaluate"].data.metrics
+    for name in ("ours-average/VIF", "ours-maximum/SSIM", "ours-average/mIoU", "ours/mIoU-mIoU_ir"):
+        assert evaluate_metrics[f"{name}/low"] <= evaluate_metrics[name] <= evaluate_metrics[f"{name}/high"]
+    assert evaluate_metrics["ours/mIoU-mIoU_ir"] == pytest.approx(metrics["ours"]["mIoU"] - metrics["ours"]["mIoU_ir"])
+    assert parent.data.metrics["test_ours/mIoU-mIoU_vi"] == evaluate_metrics["ours/mIoU-mIoU_vi"]
     fusion_history = client.get_metric_history(children["round-1/fusion"].info.run_id, "loss")
     assert len(fusion_history) >= 2  # per step
     # The registered models load for any input size.

@@ -11,6 +11,7 @@ from uaafusion.errors import ConfigError, DataError
 from uaafusion.metrics.comparison import (
     Difference,
     bootstrap_draws,
+    compare_methods,
     compare_results,
     compare_sources,
     draw_counts,
@@ -165,3 +166,33 @@ def test_named_results_and_formatting() -> None:
     undefined = Difference("mIoU", 0.1, math.nan, math.nan, 3, 0.95)
     assert format_difference(undefined) == "+0.1000 [n/a, n/a]"
     assert undefined.to_json()["low"] is None and undefined.verdict == "unclear"
+
+
+def test_compare_methods_sets_the_reference_against_every_method_and_flattens() -> None:
+    generator = np.random.default_rng(5)
+    names = [f"image{index}" for index in range(10)]
+
+    def result(level: float, confusion: bool) -> dict:
+        values = {name: {"VIF": level + generator.normal(0, 0.01)} for name in names}
+        matrices = ({key: {name: _random_confusions(generator, 1)[0].tolist() for name in names}
+                     for key in ("mIoU", "mIoU_ir", "mIoU_vi")} if confusion else None)
+        return _result(values, matrices)
+
+    results = {"ours": result(1.0, True), "average": result(0.5, True), "maximum": result(1.5, False),
+               "elsewhere": _result({"other": {"VIF": 1.0}})}
+    with pytest.raises(DataError, match="ours and elsewhere share no scored image"):
+        compare_methods(results, "ours")
+    comparison = compare_methods(results, "ours", resamples=200, skip_unpaired=True)
+    assert list(comparison.against) == ["average", "maximum"]
+    assert set(comparison.against["average"]) == {"VIF", "mIoU"} and set(comparison.against["maximum"]) == {"VIF"}
+    assert comparison.against["average"]["VIF"].verdict == "higher"
+    assert comparison.against["maximum"]["VIF"].verdict == "lower"
+    assert list(comparison.sources) == ["ours", "average"]
+    flat = comparison.flat_metrics()
+    assert flat["ours-average/VIF"] == comparison.against["average"]["VIF"].estimate
+    assert flat["ours-maximum/VIF/low"] == comparison.against["maximum"]["VIF"].low
+    assert flat["ours/mIoU-mIoU_ir/high"] == comparison.sources["ours"]["mIoU - mIoU_ir"].high
+    assert not any(key.startswith("average/") for key in flat)  # only the reference's own sources
+    assert comparison.to_json()["against"]["average"]["VIF"]["verdict"] == "higher"
+    with pytest.raises(ConfigError, match="reference method 'nope'"):
+        compare_methods(results, "nope")

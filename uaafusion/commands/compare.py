@@ -69,7 +69,7 @@ def read_methods(specs: list[str]) -> dict[str, dict]:
 
 def run(args: argparse.Namespace) -> int:
     """Compare, print one table per method, write ``--out``; returns the exit code (0)."""
-    from uaafusion.metrics.comparison import compare_results, compare_sources, format_difference
+    from uaafusion.metrics.comparison import compare_methods, format_difference
 
     methods = read_methods(args.results)
     reference = args.reference or ("ours" if "ours" in methods else next(iter(methods)))
@@ -77,27 +77,18 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--reference {reference!r} is none of the methods read: {', '.join(methods)}.")
     metrics = [name.strip() for name in args.metrics.split(",") if name.strip()] if args.metrics else None
     settings = {"resamples": args.resamples, "confidence": args.confidence, "seed": args.seed}
-    against = {method: compare_results(methods[reference], result, metrics, names=(reference, method), **settings)
-               for method, result in methods.items() if method != reference}
-    sources = {method: compare_sources(result, **settings) for method, result in methods.items()}
-    sources = {method: differences for method, differences in sources.items() if differences}
+    comparison = compare_methods(methods, reference, metrics, **settings)
 
-    sections = [(f"{reference} - {method}", differences) for method, differences in against.items()]
-    sections += [(f"{method}: fused - each source alone", differences) for method, differences in sources.items()]
+    sections = [(f"{reference} - {method}", differences) for method, differences in comparison.against.items()]
+    sections += [(f"{method}: fused - each source alone", differences)
+                 for method, differences in comparison.sources.items()]
     for title, differences in sections:
         print(f"\n{title} ({args.confidence:.0%} interval over the images, {args.resamples} draws)")
         width = max([len("metric")] + [len(metric) for metric in differences])
         for metric, difference in differences.items():
             print(f"  {metric:<{width}}  {format_difference(difference):<32} {difference.verdict}")
     if args.out is not None:
-        document = {
-            "reference": reference, **settings,
-            "against": {method: {metric: value.to_json() for metric, value in differences.items()}
-                        for method, differences in against.items()},
-            "sources": {method: {metric: value.to_json() for metric, value in differences.items()}
-                        for method, differences in sources.items()},
-            "inputs": args.results,
-        }
+        document = {**comparison.to_json(), **settings, "inputs": args.results}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
         print(f"\nwrote {args.out}")

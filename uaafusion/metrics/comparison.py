@@ -14,8 +14,10 @@ central ``confidence`` share of those differences as the interval.
   matrices under ``"confusion"`` (one ``C x C`` matrix per image and key).
 
 :func:`compare_results` compares two methods metric by metric, :func:`compare_sources` one
-method's fused images with each source alone (``box_mIoU`` against ``box_mIoU_ir``...). The
-differences are ``first - second``: positive means the first scores higher.
+method's fused images with each source alone (``box_mIoU`` against ``box_mIoU_ir``...), and
+:func:`compare_methods` does both for a reference method and every other one (what
+``uaafusion compare``, the report and the pipeline's MLflow run show). The differences are
+``first - second``: positive means the first scores higher.
 """
 
 from __future__ import annotations
@@ -237,6 +239,63 @@ def compare_sources(result: Mapping[str, Any], resamples: int = DEFAULT_RESAMPLE
                 label = f"{key} - {key}{suffix}"
                 differences[label] = miou_difference(label, fused, source, draws, confidence)
     return differences
+
+
+@dataclass
+class Comparison:
+    """A reference method against every other one, and every method's fused images against each source."""
+
+    reference: str
+    against: dict[str, dict[str, Difference]]
+    """``{other method: {metric: reference - other}}``, in the order of the methods given."""
+    sources: dict[str, dict[str, Difference]]
+    """``{method: {"box_mIoU - box_mIoU_ir": ...}}`` for the methods whose result has confusion matrices."""
+
+    def to_json(self) -> dict[str, Any]:
+        def plain(table: dict[str, dict[str, Difference]]) -> dict[str, dict[str, Any]]:
+            return {method: {metric: value.to_json() for metric, value in differences.items()}
+                    for method, differences in table.items()}
+
+        return {"reference": self.reference, "against": plain(self.against), "sources": plain(self.sources)}
+
+    def flat_metrics(self) -> dict[str, float]:
+        """Every finite difference and interval bound as one number, for an experiment tracker:
+        ``ours-average/VIF``, ``ours-average/VIF/low``, ``ours-average/VIF/high``, and the
+        reference's ``ours/box_mIoU-box_mIoU_ir`` (with ``/low``, ``/high``)."""
+        rows = [(f"{self.reference}-{method}/{metric}", difference)
+                for method, differences in self.against.items() for metric, difference in differences.items()]
+        rows += [(f"{self.reference}/{label.replace(' ', '')}", difference)
+                 for label, difference in self.sources.get(self.reference, {}).items()]
+        flat: dict[str, float] = {}
+        for name, difference in rows:
+            for suffix, value in (("", difference.estimate), ("/low", difference.low), ("/high", difference.high)):
+                if math.isfinite(value):
+                    flat[name + suffix] = value
+        return flat
+
+
+def compare_methods(results: Mapping[str, Mapping[str, Any]], reference: str, metrics: Iterable[str] | None = None,
+                    resamples: int = DEFAULT_RESAMPLES, confidence: float = DEFAULT_CONFIDENCE,
+                    seed: int = DEFAULT_SEED, skip_unpaired: bool = False) -> Comparison:
+    """``reference`` against every other method of ``results`` (:func:`compare_results`) and each
+    method's fused images against each source (:func:`compare_sources`). With ``skip_unpaired``,
+    a method that shares no image with the reference is left out instead of raising."""
+    if reference not in results:
+        raise ConfigError(f"reference method {reference!r} is none of the methods: {', '.join(results)}.")
+    chosen = list(metrics) if metrics is not None else None
+    settings = {"resamples": resamples, "confidence": confidence, "seed": seed}
+    against: dict[str, dict[str, Difference]] = {}
+    for method, result in results.items():
+        if method == reference:
+            continue
+        try:
+            against[method] = compare_results(results[reference], result, chosen, names=(reference, method),
+                                              **settings)
+        except DataError:
+            if not skip_unpaired:
+                raise
+    sources = {method: compare_sources(result, **settings) for method, result in results.items()}
+    return Comparison(reference, against, {method: value for method, value in sources.items() if value})
 
 
 def format_difference(difference: Difference) -> str:
