@@ -76,6 +76,19 @@ def test_chosen_metrics_and_reference(evaluations: dict[str, Path], tmp_path: Pa
     assert document["reference"] == "infrared" and list(document["against"]["mean"]) == ["SSIM", "box_mIoU"]
 
 
+def test_select_and_per_class(evaluations: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "comparison.json"
+    assert main(["compare", str(evaluations["mean"]), str(evaluations["infrared"]), "--reference", "mean",
+                 "--select", "image[0-2]", "--per-class", "--resamples", "50", "--out", str(out)]) == 0
+    document = json.loads(out.read_text())
+    assert document["select"] == "image[0-2]"
+    against = document["against"]["infrared"]
+    assert against["VIF"]["images"] == 3 and against["box_mIoU"]["images"] == 3
+    assert {"box_IoU/background", "box_IoU/person", "box_IoU/bicycle", "box_IoU/car"} <= set(against)
+    assert "box_IoU/car - box_IoU_ir/car" in document["sources"]["mean"]
+    assert main(["compare", str(evaluations["mean"]), str(evaluations["infrared"]), "--select", "nothing*"]) == 2
+
+
 def test_bad_inputs_are_named(evaluations: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "missing.json"
     assert main(["compare", str(evaluations["mean"]), str(missing)]) == 2

@@ -11,6 +11,7 @@ from uaafusion.errors import ConfigError, DataError
 from uaafusion.metrics.comparison import (
     Difference,
     bootstrap_draws,
+    class_names,
     compare_methods,
     compare_results,
     compare_sources,
@@ -19,6 +20,7 @@ from uaafusion.metrics.comparison import (
     mean_difference,
     miou_difference,
     named_results,
+    set_class_iou,
     set_miou,
 )
 from uaafusion.metrics.segmentation import ConfusionMatrix
@@ -89,6 +91,8 @@ def test_set_miou_matches_the_confusion_matrix() -> None:
         matrix.matrix[3, :] = 0
         matrix.matrix[:, 3] = 0  # a class absent from targets and predictions is left out
         assert set_miou(matrix.matrix) == pytest.approx(matrix.miou())
+        per_class = [set_class_iou(matrix.matrix, index) for index in range(4)]
+        np.testing.assert_allclose(per_class, matrix.per_class_iou())  # nan for the absent class too
     assert np.isnan(set_miou(np.zeros((3, 3))))
 
 
@@ -196,3 +200,58 @@ def test_compare_methods_sets_the_reference_against_every_method_and_flattens() 
     assert comparison.to_json()["against"]["average"]["VIF"]["verdict"] == "higher"
     with pytest.raises(ConfigError, match="reference method 'nope'"):
         compare_methods(results, "nope")
+
+
+def _classed_result(generator: np.random.Generator, names: list[str], fused_bonus: int) -> dict:
+    """Box results with 3 classes (background, person, car) whose fused images find more cars."""
+    confusion = {}
+    for key, bonus in (("box_mIoU", fused_bonus), ("box_mIoU_ir", 0), ("box_mIoU_vi", 0)):
+        confusion[key] = {}
+        for name in names:
+            matrix = _random_confusions(generator, 1)[0]
+            matrix[2, 2] += bonus
+            confusion[key][name] = matrix.tolist()
+    mean = {"box_mIoU": 0.5, "box_IoU/background": 0.9, "box_IoU/person": 0.2, "box_IoU/car": 0.3}
+    return {"per_image": {name: {"VIF": 1.0, "box_mIoU": 0.5} for name in names}, "mean": mean,
+            "count": len(names), "confusion": confusion}
+
+
+def test_per_class_iou_from_the_confusion_matrices() -> None:
+    generator = np.random.default_rng(6)
+    names = [f"{index:03d}{'D' if index % 2 else 'N'}" for index in range(12)]
+    ours, peer = _classed_result(generator, names, 300), _classed_result(generator, names, 0)
+    assert class_names(ours, "box_") == ["background", "person", "car"]
+    differences = compare_results(ours, peer, resamples=300, per_class=True)
+    assert set(differences) == {"VIF", "box_mIoU", "box_IoU/background", "box_IoU/person", "box_IoU/car"}
+    stacked = {result_name: np.asarray([result["confusion"]["box_mIoU"][name] for name in sorted(names)]).sum(0)
+               for result_name, result in (("ours", ours), ("peer", peer))}
+    expected_car = set_class_iou(stacked["ours"], 2) - set_class_iou(stacked["peer"], 2)
+    assert differences["box_IoU/car"].estimate == pytest.approx(expected_car)
+    assert differences["box_IoU/car"].verdict == "higher"
+    assert "box_IoU/car" not in compare_results(ours, peer, resamples=50)  # per class only when asked
+    sources = compare_sources(ours, resamples=300, per_class=True)
+    assert "box_IoU/car - box_IoU_ir/car" in sources and "box_IoU/person - box_IoU_vi/person" in sources
+    assert sources["box_IoU/car - box_IoU_ir/car"].verdict == "higher"
+
+
+def test_select_restricts_the_images_and_names_a_pattern_without_match() -> None:
+    generator = np.random.default_rng(7)
+    names = [f"{index:03d}{'D' if index % 2 else 'N'}" for index in range(12)]
+    ours, peer = _classed_result(generator, names, 0), _classed_result(generator, names, 0)
+    night = compare_results(ours, peer, resamples=100, select="*N")
+    assert night["VIF"].images == 6 and night["box_mIoU"].images == 6
+    night_names = [name for name in sorted(names) if name.endswith("N")]
+    expected = (set_miou(np.asarray([ours["confusion"]["box_mIoU"][name] for name in night_names]).sum(0))
+                - set_miou(np.asarray([peer["confusion"]["box_mIoU"][name] for name in night_names]).sum(0)))
+    assert night["box_mIoU"].estimate == pytest.approx(expected)
+    assert compare_sources(ours, resamples=100, select="*D")["box_mIoU - box_mIoU_ir"].images == 6
+    with pytest.raises(DataError, match=r"matching --select '\*X'"):
+        compare_results(ours, peer, select="*X")
+
+
+def test_set_level_keys_never_fall_back_to_per_image_means() -> None:
+    without_matrices = _result({"a": {"VIF": 1.0, "box_mIoU": 0.4}, "b": {"VIF": 0.9, "box_mIoU": 0.6}})
+    with pytest.raises(ConfigError, match="'box_mIoU' cannot be compared"):
+        compare_results(without_matrices, without_matrices, metrics=["box_mIoU"])
+    with pytest.raises(ConfigError, match="'box_IoU/car' cannot be compared"):
+        compare_results(without_matrices, without_matrices, metrics=["box_IoU/car"])

@@ -39,6 +39,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE,
                         help=f"interval coverage, between 0 and 1 (default {DEFAULT_CONFIDENCE})")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of the draws (default {DEFAULT_SEED})")
+    parser.add_argument("--select", metavar="PATTERN",
+                        help="compare only the images whose name matches this shell-style pattern, e.g. '*N' for "
+                             "MSRS's night images (quote it)")
+    parser.add_argument("--per-class", action="store_true",
+                        help="also compare the IoU of every class (IoU/<class>, box_IoU/<class>)")
     parser.add_argument("--out", type=Path, help="JSON file to write the differences to")
     parser.set_defaults(func=run)
 
@@ -77,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--reference {reference!r} is none of the methods read: {', '.join(methods)}.")
     metrics = [name.strip() for name in args.metrics.split(",") if name.strip()] if args.metrics else None
     settings = {"resamples": args.resamples, "confidence": args.confidence, "seed": args.seed}
-    comparison = compare_methods(methods, reference, metrics, **settings)
+    comparison = compare_methods(methods, reference, metrics, select=args.select, per_class=args.per_class,
+                                 **settings)
 
     sections = [(f"{reference} - {method}", differences) for method, differences in comparison.against.items()]
     sections += [(f"{method}: fused - each source alone", differences)
@@ -88,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         for metric, difference in differences.items():
             print(f"  {metric:<{width}}  {format_difference(difference):<32} {difference.verdict}")
     if args.out is not None:
-        document = {**comparison.to_json(), **settings, "inputs": args.results}
+        document = {**comparison.to_json(), **settings, "select": args.select, "inputs": args.results}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
         print(f"\nwrote {args.out}")

@@ -22,7 +22,9 @@ method's fused images with each source alone (``box_mIoU`` against ``box_mIoU_ir
 
 from __future__ import annotations
 
+import fnmatch
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -118,16 +120,31 @@ def set_miou(confusion: np.ndarray) -> np.ndarray:
         return np.where(counted > 0, iou.sum(axis=-1) / np.maximum(counted, 1), np.nan)
 
 
+def set_class_iou(confusion: np.ndarray, class_index: int) -> np.ndarray:
+    """IoU of one class from summed confusion matrices ``(..., C, C)`` -> ``(...)``; ``nan`` where the
+    class is absent from targets and predictions (as :meth:`ConfusionMatrix.per_class_iou`)."""
+    confusion = np.asarray(confusion, dtype=np.float64)
+    true_positive = confusion[..., class_index, class_index]
+    union = confusion[..., class_index, :].sum(axis=-1) + confusion[..., :, class_index].sum(axis=-1) - true_positive
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, true_positive / np.maximum(union, 1), np.nan)
+
+
 def miou_difference(metric: str, first: np.ndarray, second: np.ndarray, draws: np.ndarray,
-                    confidence: float = DEFAULT_CONFIDENCE) -> Difference:
-    """Set-level mIoU of ``first`` minus that of ``second``: per-image confusion matrices ``(N, C, C)``."""
+                    confidence: float = DEFAULT_CONFIDENCE, class_index: int | None = None) -> Difference:
+    """Set-level mIoU (or, with ``class_index``, that class's IoU) of ``first`` minus that of ``second``:
+    per-image confusion matrices ``(N, C, C)``."""
     first, second = np.asarray(first), np.asarray(second)
     if first.shape != second.shape or first.ndim != 3 or first.shape[1] != first.shape[2]:
         raise DataError(f"{metric}: confusion matrices of shapes {first.shape} and {second.shape} cannot be "
                         "compared; both results must come from segmenters with the same classes.")
-    estimate = set_miou(first.sum(axis=0)) - set_miou(second.sum(axis=0))
+
+    def score(confusion: np.ndarray) -> np.ndarray:
+        return set_miou(confusion) if class_index is None else set_class_iou(confusion, class_index)
+
+    estimate = score(first.sum(axis=0)) - score(second.sum(axis=0))
     multiplicity = draw_counts(draws, first.shape[0])
-    resampled = set_miou(_summed_per_draw(first, multiplicity)) - set_miou(_summed_per_draw(second, multiplicity))
+    resampled = score(_summed_per_draw(first, multiplicity)) - score(_summed_per_draw(second, multiplicity))
     return _interval(metric, estimate, resampled, first.shape[0], confidence)
 
 
@@ -163,14 +180,46 @@ def _confusions(result: Mapping[str, Any], key: str, names: Sequence[str]) -> np
     return np.asarray([matrices[name] for name in names], dtype=np.int64)
 
 
+_SET_LEVEL_KEY = re.compile(r"^(?P<prefix>box_)?(?P<mean>m?)IoU(?P<suffix>_ir|_vi)?(?:/(?P<name>.+))?$")
+
+
+def _set_level(result: Mapping[str, Any], metric: str) -> tuple[str, int | None] | None:
+    """``(confusion key, class index or None)`` of a set-level key: ``box_mIoU_ir`` -> ``("box_mIoU_ir",
+    None)``, ``box_IoU/car`` -> ``("box_mIoU", index of car)``; ``None`` for any other key or an
+    unknown class."""
+    match = _SET_LEVEL_KEY.match(metric)
+    if match is None or bool(match["mean"]) == bool(match["name"]):
+        return None
+    prefix, suffix = match["prefix"] or "", match["suffix"] or ""
+    key = f"{prefix}mIoU{suffix}"
+    if match["mean"]:
+        return key, None
+    names = class_names(result, prefix)
+    return (key, names.index(match["name"])) if match["name"] in names else None
+
+
+def class_names(result: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """The segmenter's classes in index order, read off the result's ``{prefix}IoU/<class>`` keys."""
+    marker = f"{prefix}IoU/"
+    return [key[len(marker):] for key in (result.get("mean") or {}) if key.startswith(marker)]
+
+
+def _select(names: Iterable[str], select: str | None, source: str) -> list[str]:
+    """``names`` matching the shell-style pattern ``select`` (all for ``None``), sorted; DataError for none."""
+    chosen = sorted(name for name in names if select is None or fnmatch.fnmatchcase(name, select))
+    if not chosen:
+        what = f" matching --select {select!r}" if select is not None else ""
+        raise DataError(f"{source} share no scored image{what}: compare results of the same test images (the "
+                        "names are the image file names without extension).")
+    return chosen
+
+
 def shared_images(first: Mapping[str, Any], second: Mapping[str, Any], first_name: str = "first",
-                  second_name: str = "second") -> list[str]:
-    """Names of the images both results scored, sorted; :class:`DataError` when there are none."""
-    names = sorted(set(first.get("per_image") or {}) & set(second.get("per_image") or {}))
-    if not names:
-        raise DataError(f"{first_name} and {second_name} share no scored image: compare results of the same "
-                        "test images (the names are the image file names without extension).")
-    return names
+                  second_name: str = "second", select: str | None = None) -> list[str]:
+    """Names of the images both results scored (matching ``select``, a shell-style pattern), sorted;
+    :class:`DataError` when there are none."""
+    names = set(first.get("per_image") or {}) & set(second.get("per_image") or {})
+    return _select(names, select, f"{first_name} and {second_name}")
 
 
 def per_image_metrics(result: Mapping[str, Any]) -> list[str]:
@@ -182,62 +231,92 @@ def per_image_metrics(result: Mapping[str, Any]) -> list[str]:
     return keys
 
 
+def set_level_metrics(result: Mapping[str, Any], per_class: bool = False) -> list[str]:
+    """The fused images' set-level keys a result can be compared on (those with confusion matrices):
+    ``mIoU`` / ``box_mIoU`` and, with ``per_class``, ``IoU/<class>`` / ``box_IoU/<class>``."""
+    confusion = result.get("confusion") or {}
+    keys: list[str] = []
+    for key in SEGMENTATION_KEYS:
+        if key in confusion:
+            prefix = key[:-len("mIoU")]
+            keys += [key] + ([f"{prefix}IoU/{name}" for name in class_names(result, prefix)] if per_class else [])
+    return keys
+
+
+def _difference(metric: str, first: Mapping[str, Any], second: Mapping[str, Any], images: Sequence[str],
+                draws: np.ndarray, confidence: float, second_metric: str | None = None) -> Difference | None:
+    """``first``'s ``metric`` minus ``second``'s ``second_metric`` (default: the same) on ``images``; set-level
+    keys from the confusion matrices, others from the per-image values; ``None`` when either lacks it."""
+    other = second_metric or metric
+    label = metric if other == metric else f"{metric} - {other}"
+    if _SET_LEVEL_KEY.match(metric) or _SET_LEVEL_KEY.match(other):  # never a mean of per-image IoUs
+        first_level, second_level = _set_level(first, metric), _set_level(second, other)
+        if first_level is None or second_level is None or first_level[1] != second_level[1]:
+            return None
+        first_matrices = _confusions(first, first_level[0], images)
+        second_matrices = _confusions(second, second_level[0], images)
+        if first_matrices is None or second_matrices is None:
+            return None
+        return miou_difference(label, first_matrices, second_matrices, draws, confidence, first_level[1])
+    first_values, second_values = _per_image_values(first, metric, images), _per_image_values(second, other, images)
+    if first_values is not None and second_values is not None and np.isfinite(first_values - second_values).any():
+        return mean_difference(label, first_values, second_values, draws, confidence)
+    return None
+
+
 def compare_results(first: Mapping[str, Any], second: Mapping[str, Any], metrics: Iterable[str] | None = None,
                     resamples: int = DEFAULT_RESAMPLES, confidence: float = DEFAULT_CONFIDENCE,
-                    seed: int = DEFAULT_SEED, names: tuple[str, str] = ("first", "second")) -> dict[str, Difference]:
+                    seed: int = DEFAULT_SEED, names: tuple[str, str] = ("first", "second"),
+                    select: str | None = None, per_class: bool = False) -> dict[str, Difference]:
     """``first - second`` per metric over the images both scored, with paired bootstrap intervals.
 
-    ``metrics``: per-image metric keys and set-level keys (``mIoU``, ``box_mIoU``, ``box_mIoU_ir``...);
-    default: every per-image metric both have and the set-level keys of the fused images
-    (:data:`SEGMENTATION_KEYS`) whose confusion matrices both carry (the ``_ir`` / ``_vi`` keys
-    score the same sources in both results; :func:`compare_sources` sets them against the fused
-    images). A metric asked for by name that either result lacks raises :class:`ConfigError`; by
-    default such metrics are skipped. Every metric uses the same draws.
+    ``metrics``: per-image metric keys and set-level keys (``mIoU``, ``box_mIoU``, ``box_mIoU_ir``,
+    ``box_IoU/car``...); default: every per-image metric both have and the set-level keys of the
+    fused images (:func:`set_level_metrics`, per class with ``per_class``) that both can give (the
+    ``_ir`` / ``_vi`` keys score the same sources in both results; :func:`compare_sources` sets
+    them against the fused images). A metric asked for by name that either result lacks raises
+    :class:`ConfigError`; by default such metrics are skipped. ``select``: only the images whose
+    name matches this shell-style pattern (``"*N"``). Every metric uses the same draws.
     """
-    images = shared_images(first, second, *names)
+    images = shared_images(first, second, *names, select=select)
     draws = bootstrap_draws(len(images), resamples, seed)
     wanted = list(metrics) if metrics is not None else None
     candidates = wanted if wanted is not None else (
-        per_image_metrics(first)
-        + [key for key in SEGMENTATION_KEYS
-           if key in (first.get("confusion") or {}) and key in (second.get("confusion") or {})])
+        per_image_metrics(first) + [key for key in set_level_metrics(first, per_class)
+                                    if key in set_level_metrics(second, per_class)])
     differences: dict[str, Difference] = {}
     for metric in candidates:
-        first_matrices, second_matrices = _confusions(first, metric, images), _confusions(second, metric, images)
-        if first_matrices is not None and second_matrices is not None:
-            differences[metric] = miou_difference(metric, first_matrices, second_matrices, draws, confidence)
-            continue
-        first_values, second_values = _per_image_values(first, metric, images), _per_image_values(second, metric, images)
-        if first_values is not None and second_values is not None and np.isfinite(first_values - second_values).any():
-            differences[metric] = mean_difference(metric, first_values, second_values, draws, confidence)
+        difference = _difference(metric, first, second, images, draws, confidence)
+        if difference is not None:
+            differences[metric] = difference
         elif wanted is not None:
             raise ConfigError(
                 f"metric {metric!r} cannot be compared between {names[0]} and {names[1]}: one of them has no value "
                 "for every shared image (set-level keys need the per-image confusion matrices of an evaluation "
                 "made by this version). Choose from: "
-                f"{', '.join(per_image_metrics(first) + list(first.get('confusion') or {}))}.")
+                f"{', '.join(per_image_metrics(first) + set_level_metrics(first, per_class=True))}.")
     return differences
 
 
 def compare_sources(result: Mapping[str, Any], resamples: int = DEFAULT_RESAMPLES,
-                    confidence: float = DEFAULT_CONFIDENCE, seed: int = DEFAULT_SEED) -> dict[str, Difference]:
+                    confidence: float = DEFAULT_CONFIDENCE, seed: int = DEFAULT_SEED,
+                    select: str | None = None, per_class: bool = False) -> dict[str, Difference]:
     """The segmenter on a method's fused images minus the same segmenter on each source alone.
 
-    Keys like ``"box_mIoU - box_mIoU_ir"``; empty when the result carries no confusion matrices.
+    Keys like ``"box_mIoU - box_mIoU_ir"`` (and, with ``per_class``, ``"box_IoU/car - box_IoU_ir/car"``);
+    empty when the result carries no confusion matrices. ``select`` as in :func:`compare_results`.
     """
-    confusion = result.get("confusion") or {}
     differences: dict[str, Difference] = {}
-    for key in SEGMENTATION_KEYS:
-        if key not in confusion:
-            continue
-        images = sorted(confusion[key])
+    for metric in set_level_metrics(result, per_class):
+        key, class_index = _set_level(result, metric) or (metric, None)
+        images = _select((result.get("confusion") or {})[key], select, "the fused images and their sources")
         draws = bootstrap_draws(len(images), resamples, seed)
-        fused = _confusions(result, key, images)
         for suffix, _ in SOURCE_SUFFIXES:
-            source = _confusions(result, key + suffix, images)
-            if fused is not None and source is not None:
-                label = f"{key} - {key}{suffix}"
-                differences[label] = miou_difference(label, fused, source, draws, confidence)
+            source_metric = (f"{key}{suffix}" if class_index is None
+                             else metric.replace("IoU/", f"IoU{suffix}/", 1))
+            difference = _difference(metric, result, result, images, draws, confidence, source_metric)
+            if difference is not None:
+                differences[difference.metric] = difference
     return differences
 
 
@@ -276,14 +355,16 @@ class Comparison:
 
 def compare_methods(results: Mapping[str, Mapping[str, Any]], reference: str, metrics: Iterable[str] | None = None,
                     resamples: int = DEFAULT_RESAMPLES, confidence: float = DEFAULT_CONFIDENCE,
-                    seed: int = DEFAULT_SEED, skip_unpaired: bool = False) -> Comparison:
+                    seed: int = DEFAULT_SEED, skip_unpaired: bool = False, select: str | None = None,
+                    per_class: bool = False) -> Comparison:
     """``reference`` against every other method of ``results`` (:func:`compare_results`) and each
     method's fused images against each source (:func:`compare_sources`). With ``skip_unpaired``,
     a method that shares no image with the reference is left out instead of raising."""
     if reference not in results:
         raise ConfigError(f"reference method {reference!r} is none of the methods: {', '.join(results)}.")
     chosen = list(metrics) if metrics is not None else None
-    settings = {"resamples": resamples, "confidence": confidence, "seed": seed}
+    settings = {"resamples": resamples, "confidence": confidence, "seed": seed, "select": select,
+                "per_class": per_class}
     against: dict[str, dict[str, Difference]] = {}
     for method, result in results.items():
         if method == reference:
