@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -24,6 +24,9 @@ from uaafusion.config import Params, load_params
 from uaafusion.device import resolve_device
 from uaafusion.paths import ProjectPaths
 from uaafusion.tracking import PipelineTracker
+
+if TYPE_CHECKING:
+    from uaafusion.metrics.comparison import Comparison
 
 STEPS = ("prepare", "train", "evaluate", "report")
 DEFAULT_ROOT = Path(__file__).resolve().parents[1]
@@ -119,13 +122,13 @@ def export_task(root: str, params_file: str, overrides: dict[str, Any] | None, r
     return str(checkpoint)
 
 
-def evaluation_differences(paths: ProjectPaths) -> dict[str, float]:
-    """Ours minus every other method and ours' fused images minus each source, with the bounds of
-    their bootstrap intervals, as flat metrics (:meth:`uaafusion.metrics.comparison.Comparison.flat_metrics`)."""
+def evaluation_comparison(paths: ProjectPaths) -> Comparison:
+    """Ours against every other method and ours' fused images against each source, with bootstrap
+    intervals (:func:`uaafusion.metrics.comparison.compare_methods`), from ``evaluation.json``."""
     from uaafusion.metrics.comparison import compare_methods
     from uaafusion.report import OUR_METHOD, read_evaluation
 
-    return compare_methods(read_evaluation(paths.evaluation), OUR_METHOD, skip_unpaired=True).flat_metrics()
+    return compare_methods(read_evaluation(paths.evaluation), OUR_METHOD, skip_unpaired=True)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
@@ -140,9 +143,9 @@ def evaluate_task(root: str, params_file: str, overrides: dict[str, Any] | None)
     ours = {key: value for key, value in means["ours"].items() if isinstance(value, (int, float))}
     tracker.log_metrics(run_id, ours, 0)
     tracker.log_metrics(tracker.parent_run_id, {f"test_{key}": value for key, value in ours.items()}, 0)
-    differences = evaluation_differences(paths)
-    tracker.log_metrics(run_id, differences, 0)
-    fused_against_sources = {key: value for key, value in differences.items() if key.startswith("ours/")}
+    comparison = evaluation_comparison(paths)
+    tracker.log_metrics(run_id, comparison.flat_metrics(), 0)
+    fused_against_sources = comparison.flat_metrics(against=False)
     tracker.log_metrics(tracker.parent_run_id, {f"test_{key}": value for key, value in fused_against_sources.items()}, 0)
     tracker.log_artifact(run_id, paths.evaluation)
     tracker.log_artifact(run_id, paths.metrics)

@@ -197,6 +197,9 @@ def test_compare_methods_sets_the_reference_against_every_method_and_flattens() 
     assert flat["ours-maximum/VIF/low"] == comparison.against["maximum"]["VIF"].low
     assert flat["ours/mIoU-mIoU_ir/high"] == comparison.sources["ours"]["mIoU - mIoU_ir"].high
     assert not any(key.startswith("average/") for key in flat)  # only the reference's own sources
+    sources_only = comparison.flat_metrics(against=False)
+    assert sources_only == {key: value for key, value in flat.items() if key.startswith("ours/")}
+    assert "ours/mIoU-mIoU_vi" in sources_only
     assert comparison.to_json()["against"]["average"]["VIF"]["verdict"] == "higher"
     with pytest.raises(ConfigError, match="reference method 'nope'"):
         compare_methods(results, "nope")

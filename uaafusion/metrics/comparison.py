@@ -337,12 +337,14 @@ class Comparison:
 
         return {"reference": self.reference, "against": plain(self.against), "sources": plain(self.sources)}
 
-    def flat_metrics(self) -> dict[str, float]:
+    def flat_metrics(self, against: bool = True) -> dict[str, float]:
         """Every finite difference and interval bound as one number, for an experiment tracker:
-        ``ours-average/VIF``, ``ours-average/VIF/low``, ``ours-average/VIF/high``, and the
-        reference's ``ours/box_mIoU-box_mIoU_ir`` (with ``/low``, ``/high``)."""
+        ``ours-average/VIF``, ``ours-average/VIF/low``, ``ours-average/VIF/high`` (left out when
+        ``against`` is false), and the reference's ``ours/box_mIoU-box_mIoU_ir`` (with ``/low``,
+        ``/high``)."""
         rows = [(f"{self.reference}-{method}/{metric}", difference)
-                for method, differences in self.against.items() for metric, difference in differences.items()]
+                for method, differences in (self.against.items() if against else ())
+                for metric, difference in differences.items()]
         rows += [(f"{self.reference}/{label.replace(' ', '')}", difference)
                  for label, difference in self.sources.get(self.reference, {}).items()]
         flat: dict[str, float] = {}

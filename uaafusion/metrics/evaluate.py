@@ -409,15 +409,9 @@ def _score_samples(
     """The per-image loop of :func:`evaluate_folders` over checked samples."""
     score_labels = segmenter is not None and any(sample.label_path is not None for sample in samples)
     score_boxes = segmenter is not None and with_boxes
-    label_matrices: dict[str, ConfusionMatrix] = {}
-    box_matrices: dict[str, ConfusionMatrix] = {}
-    if segmenter is not None:
-        assert num_classes is not None and class_names is not None
-        label_matrices = {suffix: ConfusionMatrix(num_classes, ignore_index) for suffix, _ in _SEGMENTER_INPUTS}
-        box_matrices = {suffix: ConfusionMatrix(num_classes, ignore_index) for suffix, _ in _SEGMENTER_INPUTS}
-
     per_image: dict[str, dict[str, float | None]] = {}
-    confusion: dict[str, dict[str, list[list[int]]]] = {}
+    # Each image's confusion matrix under its set-level key ("box_mIoU_ir"); the set-level ones are their sums.
+    image_matrices: dict[str, dict[str, ConfusionMatrix]] = {}
     roi_count = 0
     for sample in tqdm(samples, desc="evaluate", unit="image", disable=not progress or len(samples) < 2):
         ir_gray, vi_gray, fused_gray = sample.read_gray_images()
@@ -437,15 +431,14 @@ def _score_samples(
             predictions = _predict_classes(segmenter, [fused_gray, ir_gray, vi_gray], device, num_classes)
             targets = []
             if score_labels and sample.label_path is not None:
-                targets.append(("", read_label_image(sample.label_path), label_matrices))
+                targets.append(("", read_label_image(sample.label_path)))
             if score_boxes:
-                targets.append(("box_", boxes_to_class_mask(sample.boxes, height, width), box_matrices))
-            for prefix, target, set_matrices in targets:
+                targets.append(("box_", boxes_to_class_mask(sample.boxes, height, width)))
+            for prefix, target in targets:
                 for index, (suffix, _) in enumerate(_SEGMENTER_INPUTS):
                     image_matrix = ConfusionMatrix(num_classes, ignore_index)
                     image_matrix.update(predictions[index], target)
-                    set_matrices[suffix].merge(image_matrix)
-                    confusion.setdefault(f"{prefix}mIoU{suffix}", {})[sample.name] = image_matrix.matrix.tolist()
+                    image_matrices.setdefault(f"{prefix}mIoU{suffix}", {})[sample.name] = image_matrix
                     if not suffix:
                         values[f"{prefix}mIoU"] = _json_number(image_matrix.miou())
         per_image[sample.name] = values
@@ -455,18 +448,20 @@ def _score_samples(
     for key in keys:
         present = [value[key] for value in per_image.values() if value.get(key) is not None]
         mean[key] = float(np.mean(present)) if present else None
-    if score_labels:
-        assert class_names is not None
+    for prefix, scored in (("", score_labels), ("box_", score_boxes)):
+        if not scored:
+            continue
+        assert num_classes is not None and class_names is not None
         for suffix, _ in _SEGMENTER_INPUTS:
-            mean.update(_segmentation_summary(label_matrices[suffix], class_names, "", suffix))
-    if score_boxes:
-        assert class_names is not None
-        for suffix, _ in _SEGMENTER_INPUTS:
-            mean.update(_segmentation_summary(box_matrices[suffix], class_names, "box_", suffix))
+            set_matrix = ConfusionMatrix(num_classes, ignore_index)
+            for image_matrix in image_matrices.get(f"{prefix}mIoU{suffix}", {}).values():
+                set_matrix.merge(image_matrix)
+            mean.update(_segmentation_summary(set_matrix, class_names, prefix, suffix))
 
     result: dict = {"per_image": per_image, "mean": mean, "count": len(per_image)}
-    if confusion:
-        result["confusion"] = confusion
+    if image_matrices:
+        result["confusion"] = {key: {name: matrix.matrix.tolist() for name, matrix in matrices.items()}
+                               for key, matrices in image_matrices.items()}
     if with_boxes:
         result["roi_count"] = roi_count
     return result
