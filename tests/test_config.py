@@ -100,6 +100,8 @@ def test_value_outside_allowed_set_lists_allowed_values(tmp_path, raw, key, allo
     ({"loss": {"metrics": 0.5}, "data": {"crop_size": 8}}, "data.crop_size"),
     ({"loss": {"class_balance": 1.5}}, "loss.class_balance"),
     ({"loss": {"class_balance": -0.5}}, "loss.class_balance"),
+    ({"loss": {"fusion_class_balance": 1.5}}, "loss.fusion_class_balance"),
+    ({"loss": {"fusion_class_balance": -0.1}}, "loss.fusion_class_balance"),
     ({"data": {"object_crops": 1.2}}, "data.object_crops"),
     ({"data": {"layout": "msrs", "object_crops": 0.5}}, "data.object_crops"),
     ({"device": "gpu"}, "device"),

@@ -171,6 +171,10 @@ class LossConfig:
     # worst margin of losses.fusion_metric_loss; not in METHOD.md): issue #8's criterion as a loss.
     metrics: float = 0.0
     class_balance: float = 0.0
+    # Class-weight exponent of the fusion stage's segmentation term; None: ``class_balance`` (the
+    # segmenter's). 0 makes a false object in the fused image cost as much as a missed one
+    # (reports/msrs/discussion.md, item 16: the fused images lose people to false ones).
+    fusion_class_balance: float | None = None
     # What the fused image follows inside the boxes (the ROI term): "maximum" (the brighter source's
     # intensity and the stronger gradient, pixel by pixel) or "infrared" (the infrared intensity and
     # gradient: warm targets keep their thermal contrast, STDFusionNet-style).
@@ -185,9 +189,16 @@ class LossConfig:
             if item.type in (float, "float"):
                 _require(getattr(self, item.name) >= 0, f"{prefix}.{item.name}", "a weight >= 0",
                          getattr(self, item.name))
-        _require(self.class_balance <= 1.0, f"{prefix}.class_balance",
-                 "an exponent in [0, 1] (0 = plain cross-entropy, 0.5 = 1/sqrt(frequency), 1 = 1/frequency)",
-                 self.class_balance)
+        exponent_text = "an exponent in [0, 1] (0 = plain cross-entropy, 0.5 = 1/sqrt(frequency), 1 = 1/frequency)"
+        _require(self.class_balance <= 1.0, f"{prefix}.class_balance", exponent_text, self.class_balance)
+        fusion_exponent = self.fusion_class_balance
+        _require(fusion_exponent is None or 0.0 <= fusion_exponent <= 1.0,
+                 f"{prefix}.fusion_class_balance", f"null (= class_balance) or {exponent_text}", fusion_exponent)
+
+    @property
+    def fusion_exponent(self) -> float:
+        """The class-weight exponent of the fusion stage's segmentation term."""
+        return self.class_balance if self.fusion_class_balance is None else float(self.fusion_class_balance)
 
 
 @dataclass(frozen=True)

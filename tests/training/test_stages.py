@@ -87,6 +87,36 @@ def test_class_balance_weights_the_segmentation_loss_and_are_recorded(tiny_data:
     assert [row["loss"] for row in read_history(tmp_path / "balanced")["steps"]][0] != pytest.approx(first_loss)
 
 
+def test_fusion_class_balance_weights_only_the_fusion_stages_segmentation_term(tiny_data: Path,
+                                                                              tmp_path: Path) -> None:
+    from uaafusion.training.stages import fusion_stage, open_training, pretrain_segmenter
+
+    shared = tiny_params(tiny_data, **{"loss.class_balance": 0.5})
+    assert shared.loss.fusion_class_balance is None and shared.loss.fusion_exponent == 0.5
+    plain_fusion = tiny_params(tiny_data, **{"loss.class_balance": 0.5, "loss.fusion_class_balance": 0})
+    first_fusion_steps = {}
+    for name, params in (("shared", shared), ("plain", plain_fusion)):
+        context = open_training(params, tmp_path / name)
+        assert context.class_weights is not None
+        if name == "shared":
+            assert torch.equal(context.fusion_class_weights, context.class_weights)
+        else:
+            assert context.fusion_class_weights is None
+        record = json.loads((tmp_path / name / "class_weights.json").read_text())
+        assert record["fusion_weights"] == (record["weights"] if name == "shared" else None)
+        pretrain_segmenter(params, tmp_path / name)
+        fusion_stage(params, tmp_path / name, 1)
+        steps = read_history(tmp_path / name)["steps"]
+        first_fusion_steps[name] = next(row for row in steps if row["stage"] == "round-1/fusion")
+    # The same segmenter (same pretraining) and the same first fused crops: only the term's class weights differ.
+    pretrain = [[row["loss"] for row in read_history(tmp_path / name)["steps"] if row["stage"] == "pretrain"]
+                for name in ("shared", "plain")]
+    assert pretrain[0] == pretrain[1]
+    shared_step, plain_step = first_fusion_steps["shared"], first_fusion_steps["plain"]
+    assert shared_step["loss_intensity"] == pytest.approx(plain_step["loss_intensity"], rel=1e-6)
+    assert shared_step["loss_segmentation"] != pytest.approx(plain_step["loss_segmentation"], rel=1e-3)
+
+
 def test_segmentation_stage_trains_on_fused_images_made_as_inference_makes_them(tiny_data: Path, tmp_path: Path,
                                                                             ) -> None:
     from uaafusion.data.datasets import create_dataset

@@ -58,6 +58,7 @@ class TrainingContext:
     objects: TrainingObjects
     sink: MetricsSink
     class_weights: torch.Tensor | None = None  # (C,) segmentation cross-entropy weights (loss.class_balance)
+    fusion_class_weights: torch.Tensor | None = None  # (C,) the fusion stage's (loss.fusion_class_balance)
 
     @property
     def fusion(self) -> torch.nn.Module:
@@ -133,38 +134,52 @@ def open_training(params: Params, run_dir: Path, sink: MetricsSink | None = None
         LOGGER.info("resuming from %s (%d units done)", run_dir, len(objects.progress.completed))
     (run_dir / "params.json").parent.mkdir(parents=True, exist_ok=True)
     (run_dir / "params.json").write_text(json.dumps(params.to_dict(), indent=2))
-    class_weights = _class_weights(params, run_dir)
-    if class_weights is not None:
-        class_weights = class_weights.to(device)
-    return TrainingContext(params, device, run_dir, objects, sink or _ignore_sink, class_weights)
+    class_weights, fusion_class_weights = (
+        None if weights is None else weights.to(device) for weights in _class_weights(params, run_dir))
+    return TrainingContext(params, device, run_dir, objects, sink or _ignore_sink, class_weights,
+                           fusion_class_weights)
 
 
-def _class_weights(params: Params, run_dir: Path) -> torch.Tensor | None:
-    """Cross-entropy class weights from the training split's labelled pixels (``loss.class_balance``);
-    None when it is 0. Written to the run folder's ``class_weights.json`` with the pixel counts, and
-    read back from it when the run is opened again (every stage opens it)."""
+def _class_weights(params: Params, run_dir: Path) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Cross-entropy class weights ``(C,)`` from the training split's labelled pixels: the
+    segmenter's (``loss.class_balance``) and the fusion stage's (``loss.fusion_class_balance``);
+    None where the exponent is 0. Written to the run folder's ``class_weights.json`` with the pixel
+    counts, and read back from it when the run is opened again (every stage opens it)."""
     from uaafusion.data.datasets import create_dataset
     from uaafusion.losses import class_balance_weights
 
-    exponent = params.loss.class_balance
-    if exponent <= 0:
-        return None
+    exponents = {"class_balance": params.loss.class_balance, "fusion_class_balance": params.loss.fusion_exponent}
+    if all(exponent <= 0 for exponent in exponents.values()):
+        return None, None
+    classes = list(params.data.class_names)
     record_file = run_dir / "class_weights.json"
-    if record_file.is_file():  # counted when this run folder was first opened (its params hash fixes the data)
-        record = json.loads(record_file.read_text())
-        if record.get("class_balance") == exponent and record.get("classes") == list(params.data.class_names):
-            return torch.tensor(record["weights"], dtype=torch.float32)
-    counts = create_dataset(params.data, params.data.train_split, crop=False).class_pixel_counts()
-    if counts.sum() == 0:
-        raise TrainingError(f"loss.class_balance = {exponent}: the training split {params.data.train_split!r} "
-                            "has no labelled pixel to count; set loss.class_balance: 0 or add labels.")
-    weights = class_balance_weights(counts, exponent)
-    record = {"class_balance": exponent, "classes": list(params.data.class_names),
-              "pixel_counts": counts.tolist(), "weights": weights.tolist()}
-    record_file.write_text(json.dumps(record, indent=2))
-    LOGGER.info("segmentation class weights (class_balance %s): %s", exponent,
-                dict(zip(params.data.class_names, weights.round(3).tolist())))
-    return torch.tensor(weights, dtype=torch.float32)
+    record = json.loads(record_file.read_text()) if record_file.is_file() else {}
+    if record.get("classes") != classes or "pixel_counts" not in record:
+        counts = create_dataset(params.data, params.data.train_split, crop=False).class_pixel_counts()
+        if counts.sum() == 0:
+            keys = " and ".join(f"loss.{key} = {value}" for key, value in exponents.items() if value > 0)
+            raise TrainingError(f"{keys}: the training split {params.data.train_split!r} has no labelled pixel "
+                                "to count; set them to 0 or add labels.")
+        record = {"classes": classes, "pixel_counts": counts.tolist()}
+    counts = np.asarray(record["pixel_counts"], dtype=np.float64)
+    weights = {key: class_balance_weights(counts, exponent) if exponent > 0 else None
+               for key, exponent in exponents.items()}
+    # Counted when this run folder was first opened (its params hash fixes the data); the weights follow from the counts.
+    updated = {**record, "class_balance": exponents["class_balance"], "weights": _listed(weights["class_balance"]),
+               "fusion_class_balance": exponents["fusion_class_balance"],
+               "fusion_weights": _listed(weights["fusion_class_balance"])}
+    if updated != record:
+        record_file.write_text(json.dumps(updated, indent=2))
+    for key, value in weights.items():
+        if value is not None:
+            LOGGER.info("%s class weights (%s %s): %s", "fusion-stage" if key.startswith("fusion") else "segmentation",
+                        key, exponents[key], dict(zip(classes, value.round(3).tolist())))
+    return tuple(None if value is None else torch.tensor(value, dtype=torch.float32)  # type: ignore[return-value]
+                 for value in weights.values())
+
+
+def _listed(weights: np.ndarray | None) -> list[float] | None:
+    return None if weights is None else weights.tolist()
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,7 +387,7 @@ def _fusion_epoch(context: TrainingContext, unit: str, weights: Mapping[str, tor
     frozen = frozen_segmenter(segmenter)  # the segmenter does not change during this stage
     _unfreeze(fusion)
     fusion.train()
-    loss_function = FusionLoss(params.loss, params.data.ignore_index, context.class_weights)
+    loss_function = FusionLoss(params.loss, params.data.ignore_index, context.fusion_class_weights)
     optimizer = context.objects.optimizers["fusion"]
     totals: dict[str, float] = {}
     batches = 0
@@ -407,7 +422,7 @@ def _joint_epoch(context: TrainingContext, unit: str) -> dict[str, float]:
 
     params = context.params
     fusion, segmenter = context.fusion, context.segmenter
-    loss_function = FusionLoss(params.loss, params.data.ignore_index, context.class_weights)
+    loss_function = FusionLoss(params.loss, params.data.ignore_index, context.fusion_class_weights)
     fusion_optimizer = context.objects.optimizers["fusion"]
     segmenter_optimizer = context.objects.optimizers["segmenter"]
     totals: dict[str, float] = {}
