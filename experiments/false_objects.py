@@ -30,13 +30,13 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.record import write_record  # noqa: E402
-from uaafusion.data.boxes import boxes_to_class_mask, read_yolo_boxes  # noqa: E402
-from uaafusion.data.io import read_image, to_gray_uint8  # noqa: E402
-from uaafusion.data.pairs import find_pairs, index_images  # noqa: E402
+from experiments.region_swap import read_test_triples  # noqa: E402
+from uaafusion.data.boxes import boxes_to_class_mask  # noqa: E402
 from uaafusion.device import resolve_device  # noqa: E402
-from uaafusion.errors import ConfigError, DataError  # noqa: E402
+from uaafusion.errors import ConfigError  # noqa: E402
 from uaafusion.inference import load_models_for_inference  # noqa: E402
-from uaafusion.metrics.evaluate import BACKGROUND_CLASS_NAME, DEFAULT_BOX_CLASS_NAMES  # noqa: E402
+from uaafusion.metrics.evaluate import (  # noqa: E402
+    BACKGROUND_CLASS_NAME, DEFAULT_BOX_CLASS_NAMES, _predict_classes)
 
 SOURCES = ("ir", "vi")
 CLASS_NAMES = (BACKGROUND_CLASS_NAME, *DEFAULT_BOX_CLASS_NAMES)
@@ -76,18 +76,11 @@ def summarise(counts: dict[str, int], class_names: tuple[str, ...]) -> dict[str,
     }
 
 
-def _predict(segmenter: torch.nn.Module, gray: np.ndarray, device: torch.device) -> np.ndarray:
-    batch = torch.from_numpy(gray).to(device=device, dtype=torch.float32).div_(255.0)[None, None]
-    with torch.inference_mode():
-        return segmenter(batch).argmax(dim=1)[0].cpu().numpy()
-
-
 def count_false_objects(segmenter: torch.nn.Module, test_dir: Path, fused: dict[str, Path],
                         groups: dict[str, str], device: torch.device) -> dict[str, Any]:
     """``{input: {group: {class: summary}}}`` for ``ir``, ``vi`` and every ``fused`` folder; the
     group ``all`` holds every pair, the others the pairs whose name matches their pattern."""
     num_classes = len(CLASS_NAMES)
-    fused_indexes = {name: index_images(folder, name) for name, folder in fused.items()}
     inputs = (*SOURCES, *fused)
     totals: dict[str, dict[str, dict[int, dict[str, int]]]] = {
         name: {group: {} for group in ("all", *groups)} for name in inputs}
@@ -97,21 +90,12 @@ def count_false_objects(segmenter: torch.nn.Module, test_dir: Path, fused: dict[
     if channels != num_classes:
         raise ConfigError(f"the segmenter has {channels} classes; the boxes need {num_classes} "
                           f"({', '.join(CLASS_NAMES)}).")
-    for pair in find_pairs(test_dir / "ir", test_dir / "vi"):
-        grays = {"ir": to_gray_uint8(read_image(pair.ir_path)), "vi": to_gray_uint8(read_image(pair.vi_path))}
-        for name, index in fused_indexes.items():
-            if pair.name not in index:
-                raise DataError(f"{fused[name]}: no fused image for test pair {pair.name!r} ({name}); "
-                                "fuse the whole test split first.")
-            grays[name] = to_gray_uint8(read_image(index[pair.name]))
-            if grays[name].shape != grays["ir"].shape:
-                raise DataError(f"{index[pair.name]}: size {grays[name].shape} differs from {pair.ir_path}'s "
-                                f"{grays['ir'].shape}.")
+    for pair_name, grays, boxes in read_test_triples(test_dir, fused):
         height, width = grays["ir"].shape
-        target = boxes_to_class_mask(
-            read_yolo_boxes(test_dir / "boxes" / f"{pair.name}.txt", height, width, num_classes - 1), height, width)
-        predictions = {name: _predict(segmenter, gray, device) for name, gray in grays.items()}
-        member_of = ["all", *(group for group, pattern in groups.items() if fnmatch.fnmatchcase(pair.name, pattern))]
+        target = boxes_to_class_mask(boxes, height, width)
+        predictions = dict(zip(grays, _predict_classes(segmenter, list(grays.values()), device, num_classes)))
+        member_of = ["all", *(group for group, pattern in groups.items()
+                              if fnmatch.fnmatchcase(pair_name, pattern))]
         sources = {source: predictions[source] for source in SOURCES}
         for name in inputs:
             for class_id in range(1, num_classes):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -59,24 +60,35 @@ def composite(outside: np.ndarray, inside: np.ndarray, region: np.ndarray) -> np
     return np.where(region, inside, outside)
 
 
+def read_test_triples(test_dir: Path, fused: dict[str, Path],
+                      ) -> Iterator[tuple[str, dict[str, np.ndarray], list[Box]]]:
+    """For every pair of ``test_dir`` (``ir/``, ``vi/``, ``boxes/``), by name: ``(name, gray uint8
+    images {"ir", "vi", and each key of fused}, boxes)``; DataError names a missing or mis-sized fused image."""
+    indexes = {label: index_images(folder, label) for label, folder in fused.items()}
+    for pair in find_pairs(test_dir / "ir", test_dir / "vi"):
+        grays = {"ir": to_gray_uint8(read_image(pair.ir_path)), "vi": to_gray_uint8(read_image(pair.vi_path))}
+        for label, index in indexes.items():
+            if pair.name not in index:
+                raise DataError(f"{fused[label]}: no fused image for test pair {pair.name!r} ({label}); "
+                                "fuse the whole test split first.")
+            grays[label] = to_gray_uint8(read_image(index[pair.name]))
+            if grays[label].shape != grays["ir"].shape:
+                raise DataError(f"{index[pair.name]}: size {grays[label].shape} differs from {pair.ir_path}'s "
+                                f"{grays['ir'].shape}.")
+        height, width = grays["ir"].shape
+        boxes = read_yolo_boxes(test_dir / "boxes" / f"{pair.name}.txt", height, width, len(DEFAULT_BOX_CLASS_NAMES))
+        yield pair.name, grays, boxes
+
+
 def write_composites(test_dir: Path, fused_dir: Path, out_dir: Path) -> dict[str, int]:
     """Write ``out_dir/<variant>/<name>.png`` for every test pair; returns pixels swapped per variant."""
-    fused_index = index_images(fused_dir, "fused")
     swapped = dict.fromkeys(VARIANTS, 0)
-    for pair in find_pairs(test_dir / "ir", test_dir / "vi"):
-        if pair.name not in fused_index:
-            raise DataError(f"{fused_dir}: no fused image for test pair {pair.name!r}; fuse the test split first.")
-        images = {"ir": to_gray_uint8(read_image(pair.ir_path)),
-                  "fused": to_gray_uint8(read_image(fused_index[pair.name]))}
-        if images["ir"].shape != images["fused"].shape:
-            raise DataError(f"{fused_index[pair.name]}: size {images['fused'].shape} differs from {pair.ir_path}'s "
-                            f"{images['ir'].shape}.")
+    for name, images, boxes in read_test_triples(test_dir, {"fused": fused_dir}):
         height, width = images["ir"].shape
-        boxes = read_yolo_boxes(test_dir / "boxes" / f"{pair.name}.txt", height, width, len(DEFAULT_BOX_CLASS_NAMES))
         for variant, (outside, inside, classes) in VARIANTS.items():
             region = region_of(boxes, classes, height, width)
             swapped[variant] += int(region.sum())
-            write_png(out_dir / variant / f"{pair.name}.png", composite(images[outside], images[inside], region))
+            write_png(out_dir / variant / f"{name}.png", composite(images[outside], images[inside], region))
     return swapped
 
 
