@@ -28,7 +28,7 @@ from uaafusion.report import (
     build_report,
     format_number,
     method_order,
-    refresh_discussion,
+    refresh_report,
 )
 
 CLASS_NAMES = ["background", "road", "person"]
@@ -410,7 +410,7 @@ def test_discussion_only_rewrites_that_section_as_a_full_build_would(tmp_path: P
 
     # An empty discussion removes the section; refreshing again puts it back where it was.
     params = params_from_dict(project_params(report={"samples": 1, "discussion": None}))
-    refresh_discussion(params, paths)
+    refresh_report(params, paths, ["discussion"])
     assert "## Discussion" not in (paths.reports / "README.md").read_text()
     assert "<h2>Discussion</h2>" not in (paths.reports / "index.html").read_text()
     assert cli_main(["report", "--params", str(params_file), "--discussion-only"]) == 0
@@ -419,7 +419,64 @@ def test_discussion_only_rewrites_that_section_as_a_full_build_would(tmp_path: P
     # Without a report there is nothing to refresh: the error names the file and what to do.
     (paths.reports / "README.md").unlink()
     with pytest.raises(DataError, match=r"README\.md.*uaafusion report"):
-        refresh_discussion(params, paths)
+        refresh_report(params, paths, ["discussion"])
+    with pytest.raises(ValueError, match="figures.*tables, discussion"):
+        refresh_report(params, paths, ["figures"])
+
+
+def test_tables_only_rewrites_every_table_from_the_evaluation_as_a_full_build_would(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    paths = ProjectPaths.at(tmp_path)
+    write_tiny_dataset(tmp_path / "data" / "tiny")
+    evaluation = write_evaluation(paths)
+    write_training_csvs(paths)
+    (tmp_path / "notes.md").write_text("### Why\n\nBecause.\n")
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(project_params(report={"samples": 1, "discussion": "notes.md"})))
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+
+    def full_build() -> tuple[str, str]:
+        assert cli_main(["report", "--params", str(params_file)]) == 0
+        return (paths.reports / "index.html").read_text(), (paths.reports / "README.md").read_text()
+
+    def current() -> tuple[str, str]:
+        return (paths.reports / "index.html").read_text(), (paths.reports / "README.md").read_text()
+
+    full_build()
+    figures = {path: path.read_bytes() for path in (paths.reports / "figures").glob("*.png")}
+    assert len(figures) == 3  # two training curves and one sample
+    # A report built before it had the difference tables (as the committed MSRS one was), and an
+    # evaluation re-scored since: ours now wins EN everywhere by more.
+    old_html, old_markdown = current()
+    first, after = "\n## Differences: ours minus each other method\n", "\n## Training\n"
+    (paths.reports / "README.md").write_text(
+        old_markdown[:old_markdown.index(first) + 1] + old_markdown[old_markdown.index("## Discussion"):])
+    for per_image in evaluation["ours"]["per_image"].values():
+        per_image["EN"] += 1.0
+    evaluation["ours"]["mean"]["EN"] += 1.0
+    paths.evaluation.write_text(json.dumps(evaluation))
+    shutil.rmtree(tmp_path / "data" / "tiny")  # no data needed
+    assert cli_main(["report", "--params", str(params_file), "--tables-only"]) == 0
+    assert "tables refreshed in" in capsys.readouterr().out
+    refreshed = current()
+    assert first in refreshed[1] and refreshed[1].index(first) < refreshed[1].index("## Discussion")
+    assert refreshed[1].index("## Discussion") < refreshed[1].index(after)
+    assert refreshed != (old_html, old_markdown)
+    assert {path: path.read_bytes() for path in figures} == figures
+    write_tiny_dataset(tmp_path / "data" / "tiny")
+    assert refreshed == full_build()  # byte for byte what a full build writes
+
+    # Both at once, and without a Discussion section: the tables still end before Training.
+    (tmp_path / "notes.md").write_text("\n")
+    assert cli_main(["report", "--params", str(params_file), "--tables-only", "--discussion-only"]) == 0
+    assert "tables and discussion refreshed" in capsys.readouterr().out
+    assert "## Discussion" not in current()[1]
+    assert current() == full_build()
+
+    # evaluation.json is still needed: the error says so.
+    paths.evaluation.unlink()
+    with pytest.raises(DataError, match="evaluation"):
+        refresh_report(params_from_dict(project_params()), paths, ["tables"])
 
 
 def test_discussion_parameter_is_checked() -> None:

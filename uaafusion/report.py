@@ -29,7 +29,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,12 +79,21 @@ class Figure:
 
 
 @dataclass
+class ReportTables:
+    """The report's table sections, all computed from ``evaluation.json`` and ``generalisation.json``."""
+
+    metrics: list[MetricsTable]
+    differences: list[DifferenceTable] = field(default_factory=list)
+    generalisation: list[MetricsTable] = field(default_factory=list)
+
+
+@dataclass
 class ReportContent:
     """Everything the HTML and Markdown renderers draw."""
 
     title: str
     summary: list[str]
-    tables: list[MetricsTable]
+    tables: ReportTables
     training_figures: list[Figure]
     sample_figures: list[Figure]
     reproduce_commands: list[str]
@@ -93,8 +102,6 @@ class ReportContent:
     provenance: list[tuple[str, str]]
     notes: list[str] = field(default_factory=list)
     discussion: str = ""
-    difference_tables: list[DifferenceTable] = field(default_factory=list)
-    generalisation_tables: list[MetricsTable] = field(default_factory=list)
 
 
 DISCUSSION_TITLE = "Discussion"
@@ -122,9 +129,9 @@ def build_report(params: Params, paths: ProjectPaths, params_file: Path | None =
     _clear_old_figures(figures_dir)
     notes: list[str] = []
 
-    tables = metric_tables(evaluation, params.evaluate.peers, list(params.data.class_names))
     training_figures = _training_figures(paths, figures_dir, notes)
     sample_figures = _sample_figures(params, paths, figures_dir, notes)
+    tables = report_tables(params, paths, evaluation, notes)
 
     content = ReportContent(
         title="UAAFusion report",
@@ -138,8 +145,6 @@ def build_report(params: Params, paths: ProjectPaths, params_file: Path | None =
         provenance=_provenance(paths),
         notes=notes,
         discussion=read_discussion(params, paths),
-        difference_tables=comparison_tables(evaluation, params.evaluate.peers),
-        generalisation_tables=generalisation_tables(read_generalisation(paths.generalisation, notes)),
     )
     paths.reports.mkdir(parents=True, exist_ok=True)
     index = paths.reports / "index.html"
@@ -151,43 +156,96 @@ def build_report(params: Params, paths: ProjectPaths, params_file: Path | None =
 
 # -- evaluation results --------------------------------------------------------------------------
 
-def refresh_discussion(params: Params, paths: ProjectPaths) -> list[Path]:
-    """Rewrite only the Discussion section of an existing report from ``report.discussion``.
+REFRESHABLE_SECTIONS: tuple[str, ...] = ("tables", "discussion")
+"""What :func:`refresh_report` can rewrite in place, in the order they appear in a report."""
 
-    For a write-up that changed after its run: the tables, figures and provenance of
-    ``index.html`` and ``README.md`` stay byte for byte, so neither the model nor the data is
-    needed. The section is what :func:`build_report` would write for the same text (it sits
-    before ``Training``; it is added there, or removed, as the text is set or empty). Returns the
-    two files. Raises :class:`DataError` when a report file is missing or has no Training section
-    (build the report first with ``uaafusion report``).
+
+@dataclass(frozen=True)
+class _ReportFormat:
+    """How one renderer marks its level-2 headings: ``heading % title`` is a whole line."""
+
+    file_name: str
+    heading: str
+
+    def marker(self, title: str) -> str:
+        # With the newline that ends the line before: a heading is a whole line.
+        return "\n" + self.heading % title + "\n"
+
+    @property
+    def any_heading(self) -> str:
+        return "\n" + self.heading.split("%s")[0]
+
+
+_MARKDOWN = _ReportFormat("README.md", "## %s")
+_HTML = _ReportFormat("index.html", "<h2>%s</h2>")
+
+
+def refresh_report(params: Params, paths: ProjectPaths, sections: Collection[str]) -> list[Path]:
+    """Rewrite only some sections of an existing report (``index.html`` and ``README.md``).
+
+    ``sections`` (of :data:`REFRESHABLE_SECTIONS`): ``"tables"``, every table section (headline,
+    differences with their bootstrap intervals, generalisation) from ``evaluation.json`` and
+    ``generalisation.json``, for an evaluation re-scored or a renderer that gained tables since the
+    report was built; ``"discussion"``, the Discussion section from ``report.discussion``, for a
+    write-up that changed after its run (added before ``Training``, or removed, as the text is set
+    or empty). Everything else (summary, figures, samples, provenance) stays byte for byte, so
+    neither the model nor the data is needed, and each section is what :func:`build_report` would
+    write. Returns the two files. Raises :class:`DataError` when a report file or
+    ``evaluation.json`` is missing or the report has no Training section (build the report first
+    with ``uaafusion report``), :class:`ValueError` for an unknown section.
     """
-    discussion = read_discussion(params, paths)
-    # Both renderers join their lines with newlines, so each line of a section is followed by one.
-    sections = {
-        paths.reports / "README.md": (f"\n## {DISCUSSION_TITLE}\n", f"\n## {TRAINING_TITLE}\n",
-                                      "".join(f"{line}\n" for line in _discussion_markdown(discussion))),
-        paths.reports / "index.html": (f"\n<h2>{DISCUSSION_TITLE}</h2>\n", f"\n<h2>{TRAINING_TITLE}</h2>\n",
-                                       "".join(f"{part}\n" for part in _discussion_html_parts(discussion))),
-    }
-    written = []
-    for path, (start_marker, end_marker, section) in sections.items():
+    unknown = sorted(set(sections) - set(REFRESHABLE_SECTIONS))
+    if unknown:
+        raise ValueError(f"cannot refresh {', '.join(unknown)}: expected some of {', '.join(REFRESHABLE_SECTIONS)}")
+    texts = {}
+    for report_format in (_MARKDOWN, _HTML):
+        path = paths.reports / report_format.file_name
         try:
-            text = path.read_text(encoding="utf-8")
+            texts[report_format] = path.read_text(encoding="utf-8")
         except OSError as error:
-            raise DataError(f"cannot refresh the discussion of {path} ({error}): build the report first "
-                            f"(uaafusion report --params ...)") from None
-        # The last one: the discussion before it may itself hold such a line (e.g. in a code block).
-        end = text.rfind(end_marker)
-        if end < 0:
-            raise DataError(f"{path} has no '{end_marker.strip()}' section to place the discussion before; "
-                            "rebuild it with uaafusion report")
-        start = text.find(start_marker)
-        start = end if start < 0 or start > end else start
-        # The markers start with the newline that ends the line before them (headings are whole lines).
-        path.write_text(text[:start + 1] + section + text[end + 1:], encoding="utf-8")
+            raise DataError(f"cannot refresh {path} ({error}): build the report first "
+                            "(uaafusion report --params ...)") from None
+    # Both renderers join their lines with newlines, so each line of a section is followed by one.
+    if "tables" in sections:
+        notes: list[str] = []
+        tables = report_tables(params, paths, read_evaluation(paths.evaluation), notes)
+        for note in notes:
+            LOGGER.warning("report: %s", note)
+        texts[_MARKDOWN] = _replace_section(texts[_MARKDOWN], _MARKDOWN, "tables",
+                                            _markdown_table_lines(tables), paths.reports)
+        texts[_HTML] = _replace_section(texts[_HTML], _HTML, "tables", _html_table_parts(tables), paths.reports)
+    if "discussion" in sections:
+        discussion = read_discussion(params, paths)
+        texts[_MARKDOWN] = _replace_section(texts[_MARKDOWN], _MARKDOWN, "discussion",
+                                            _discussion_markdown(discussion), paths.reports)
+        texts[_HTML] = _replace_section(texts[_HTML], _HTML, "discussion",
+                                        _discussion_html_parts(discussion), paths.reports)
+    written = []
+    for report_format, text in texts.items():
+        path = paths.reports / report_format.file_name
+        path.write_text(text, encoding="utf-8")
         written.append(path)
-    LOGGER.info("discussion refreshed in %s", ", ".join(str(path) for path in written))
+    LOGGER.info("%s refreshed in %s", " and ".join(name for name in REFRESHABLE_SECTIONS if name in sections),
+                ", ".join(str(path) for path in written))
     return written
+
+
+def _replace_section(text: str, report_format: _ReportFormat, section: str, lines: list[str], folder: Path) -> str:
+    """``text`` with its ``section`` (``"tables"``: from the first level-2 heading; ``"discussion"``:
+    from the Discussion heading) up to the next section replaced by ``lines`` (each ended by a newline)."""
+    # The last Training heading: the discussion before it may itself hold such a line (in a code block).
+    training = text.rfind(report_format.marker(TRAINING_TITLE))
+    if training < 0:
+        raise DataError(f"{folder / report_format.file_name} has no '{TRAINING_TITLE}' section to place the "
+                        f"{section} before; rebuild it with uaafusion report")
+    discussion = text.find(report_format.marker(DISCUSSION_TITLE))
+    discussion = training if discussion < 0 or discussion > training else discussion
+    if section == "tables":
+        start, end = text.find(report_format.any_heading), discussion
+    else:
+        start, end = discussion, training
+    # The markers start with the newline that ends the line before them.
+    return text[:start + 1] + "".join(f"{line}\n" for line in lines) + text[end + 1:]
 
 
 def read_discussion(params: Params, paths: ProjectPaths) -> str:
@@ -268,6 +326,18 @@ def metric_tables(evaluation: dict[str, dict[str, Any]], peers: Iterable[str] = 
                              [key for key, _ in sources], [f"{key} ({label})" for key, label in sources],
                              methods, means, counts))
     return tables
+
+
+def report_tables(params: Params, paths: ProjectPaths, evaluation: dict[str, dict[str, Any]],
+                  notes: list[str]) -> ReportTables:
+    """Every table of the report: the headline tables and the differences from ``evaluation``, the
+    generalisation tables from ``paths.generalisation`` (an unreadable file is noted in ``notes``)."""
+    peers = params.evaluate.peers
+    return ReportTables(
+        metrics=metric_tables(evaluation, peers, list(params.data.class_names)),
+        differences=comparison_tables(evaluation, peers),
+        generalisation=generalisation_tables(read_generalisation(paths.generalisation, notes)),
+    )
 
 
 def comparison_tables(evaluation: dict[str, dict[str, Any]], peers: Iterable[str] = ()) -> list[DifferenceTable]:
@@ -793,11 +863,7 @@ def render_html(content: ReportContent) -> str:
     ]
     parts += [f"<p>{escape(line)}</p>" for line in content.summary]
     parts += [f'<p class="note">Note: {escape(note)}</p>' for note in content.notes]
-    for table in content.tables:
-        parts += _html_metrics_section(table)
-    parts += [part for table in content.difference_tables for part in html_parts(table)]
-    for table in content.generalisation_tables:
-        parts += _html_metrics_section(table)
+    parts += _html_table_parts(content.tables)
     parts += _discussion_html_parts(content.discussion)
     parts.append(f"<h2>{TRAINING_TITLE}</h2>")
     if not content.training_figures:
@@ -822,6 +888,14 @@ def render_html(content: ReportContent) -> str:
                  f"<pre>{escape(content.params_yaml)}</pre></details>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _html_table_parts(tables: ReportTables) -> list[str]:
+    """The HTML parts of the table sections (headline, differences, generalisation), in report order."""
+    parts = [part for table in tables.metrics for part in _html_metrics_section(table)]
+    parts += [part for table in tables.differences for part in html_parts(table)]
+    parts += [part for table in tables.generalisation for part in _html_metrics_section(table)]
+    return parts
 
 
 def _discussion_html_parts(text: str) -> list[str]:
@@ -925,11 +999,7 @@ def render_markdown(content: ReportContent, relative_to: Path) -> str:
     lines = [f"# {content.title}", ""]
     lines += [line for text in content.summary for line in (text, "")]
     lines += [line for note in content.notes for line in (f"> Note: {note}", "")]
-    for table in content.tables:
-        lines += _markdown_metrics_section(table)
-    lines += [line for table in content.difference_tables for line in markdown_lines(table)]
-    for table in content.generalisation_tables:
-        lines += _markdown_metrics_section(table)
+    lines += _markdown_table_lines(content.tables)
     lines += _discussion_markdown(content.discussion)
     lines += [f"## {TRAINING_TITLE}", ""]
     if not content.training_figures:
@@ -953,6 +1023,14 @@ def render_markdown(content: ReportContent, relative_to: Path) -> str:
         lines.append("")
     lines += ["<details><summary>Parameters</summary>", "", "```yaml", content.params_yaml, "```", "", "</details>", ""]
     return "\n".join(lines)
+
+
+def _markdown_table_lines(tables: ReportTables) -> list[str]:
+    """The Markdown lines of the table sections (headline, differences, generalisation), in report order."""
+    lines = [line for table in tables.metrics for line in _markdown_metrics_section(table)]
+    lines += [line for table in tables.differences for line in markdown_lines(table)]
+    lines += [line for table in tables.generalisation for line in _markdown_metrics_section(table)]
+    return lines
 
 
 def _markdown_metrics_section(table: MetricsTable) -> list[str]:

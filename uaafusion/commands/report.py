@@ -25,20 +25,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--discussion-only", action="store_true",
                         help="rewrite only the Discussion section of the existing index.html and README.md from "
                              "report.discussion (tables, figures and provenance stay; no model or data needed)")
+    parser.add_argument("--tables-only", action="store_true",
+                        help="rewrite only the table sections of the existing index.html and README.md from "
+                             "evaluation.json and generalisation.json (summary, figures and provenance stay; no "
+                             "model or data needed); with --discussion-only, both")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from uaafusion.config import load_params, parse_overrides
     from uaafusion.paths import ProjectPaths, project_root_for
-    from uaafusion.report import build_report, refresh_discussion
+    from uaafusion.report import build_report, refresh_report
 
     overrides = parse_overrides(args.set)
     params = load_params(args.params, overrides)
     root = args.root if args.root is not None else project_root_for(args.params)
-    if args.discussion_only:
-        written = refresh_discussion(params, ProjectPaths.at(root, params.outputs))
-        print("discussion refreshed in " + " and ".join(str(path) for path in written))
+    sections = [name for name, chosen in (("tables", args.tables_only), ("discussion", args.discussion_only))
+                if chosen]
+    if sections:
+        written = refresh_report(params, ProjectPaths.at(root, params.outputs), sections)
+        print(f"{' and '.join(sections)} refreshed in " + " and ".join(str(path) for path in written))
         return 0
     index = build_report(params, ProjectPaths.at(root, params.outputs), params_file=Path(args.params),
                          overrides=overrides or None)
