@@ -424,12 +424,11 @@ def test_discussion_only_rewrites_that_section_as_a_full_build_would(tmp_path: P
         refresh_report(params, paths, ["figures"])
 
 
-def test_tables_only_rewrites_every_table_from_the_evaluation_as_a_full_build_would(
+def test_tables_only_rewrites_the_summary_and_every_table_from_the_evaluation_as_a_full_build_would(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     paths = ProjectPaths.at(tmp_path)
     write_tiny_dataset(tmp_path / "data" / "tiny")
-    evaluation = write_evaluation(paths)
-    write_training_csvs(paths)
+    evaluation = write_evaluation(paths)  # no training curves: the report notes their absence
     (tmp_path / "notes.md").write_text("### Why\n\nBecause.\n")
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(project_params(report={"samples": 1, "discussion": "notes.md"})))
@@ -444,9 +443,10 @@ def test_tables_only_rewrites_every_table_from_the_evaluation_as_a_full_build_wo
 
     full_build()
     figures = {path: path.read_bytes() for path in (paths.reports / "figures").glob("*.png")}
-    assert len(figures) == 3  # two training curves and one sample
+    assert len(figures) == 1  # one sample
+    assert "> Note: No training losses found" in current()[1]
     # A report built before it had the difference tables (as the committed MSRS one was), and an
-    # evaluation re-scored since: ours now wins EN everywhere by more.
+    # evaluation re-scored since: ours now wins EN everywhere by more, on one more image.
     old_html, old_markdown = current()
     first, after = "\n## Differences: ours minus each other method\n", "\n## Training\n"
     (paths.reports / "README.md").write_text(
@@ -454,6 +454,7 @@ def test_tables_only_rewrites_every_table_from_the_evaluation_as_a_full_build_wo
     for per_image in evaluation["ours"]["per_image"].values():
         per_image["EN"] += 1.0
     evaluation["ours"]["mean"]["EN"] += 1.0
+    evaluation["ours"]["count"] = 4
     paths.evaluation.write_text(json.dumps(evaluation))
     shutil.rmtree(tmp_path / "data" / "tiny")  # no data needed
     assert cli_main(["report", "--params", str(params_file), "--tables-only"]) == 0
@@ -461,7 +462,8 @@ def test_tables_only_rewrites_every_table_from_the_evaluation_as_a_full_build_wo
     refreshed = current()
     assert first in refreshed[1] and refreshed[1].index(first) < refreshed[1].index("## Discussion")
     assert refreshed[1].index("## Discussion") < refreshed[1].index(after)
-    assert refreshed != (old_html, old_markdown)
+    assert "(4 test images)" in refreshed[1] and "(4 test images)" not in old_markdown  # the summary
+    assert "> Note: No training losses found" in refreshed[1]
     assert {path: path.read_bytes() for path in figures} == figures
     write_tiny_dataset(tmp_path / "data" / "tiny")
     assert refreshed == full_build()  # byte for byte what a full build writes

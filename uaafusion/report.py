@@ -104,6 +104,7 @@ class ReportContent:
     discussion: str = ""
 
 
+REPORT_TITLE = "UAAFusion report"
 DISCUSSION_TITLE = "Discussion"
 TRAINING_TITLE = "Training"
 """Titles of the report's Discussion section and of the section that follows it (both renderers)."""
@@ -134,7 +135,7 @@ def build_report(params: Params, paths: ProjectPaths, params_file: Path | None =
     tables = report_tables(params, paths, evaluation, notes)
 
     content = ReportContent(
-        title="UAAFusion report",
+        title=REPORT_TITLE,
         summary=_summary_lines(params, evaluation),
         tables=tables,
         training_figures=training_figures,
@@ -162,10 +163,13 @@ REFRESHABLE_SECTIONS: tuple[str, ...] = ("tables", "discussion")
 
 @dataclass(frozen=True)
 class _ReportFormat:
-    """How one renderer marks its level-2 headings: ``heading % title`` is a whole line."""
+    """How one renderer marks its lines: ``title`` (the report's first heading, whole lines),
+    ``heading % title`` (a level-2 heading, a whole line), ``note`` (how a note line starts)."""
 
     file_name: str
+    title: str
     heading: str
+    note: str
 
     def marker(self, title: str) -> str:
         # With the newline that ends the line before: a heading is a whole line.
@@ -176,21 +180,21 @@ class _ReportFormat:
         return "\n" + self.heading.split("%s")[0]
 
 
-_MARKDOWN = _ReportFormat("README.md", "## %s")
-_HTML = _ReportFormat("index.html", "<h2>%s</h2>")
+_MARKDOWN = _ReportFormat("README.md", f"# {REPORT_TITLE}\n\n", "## %s", "> Note: ")
+_HTML = _ReportFormat("index.html", f"<h1>{html.escape(REPORT_TITLE)}</h1>\n", "<h2>%s</h2>", '<p class="note">')
 
 
 def refresh_report(params: Params, paths: ProjectPaths, sections: Collection[str]) -> list[Path]:
     """Rewrite only some sections of an existing report (``index.html`` and ``README.md``).
 
-    ``sections`` (of :data:`REFRESHABLE_SECTIONS`): ``"tables"``, every table section (headline,
-    differences with their bootstrap intervals, generalisation) from ``evaluation.json`` and
-    ``generalisation.json``, for an evaluation re-scored or a renderer that gained tables since the
-    report was built; ``"discussion"``, the Discussion section from ``report.discussion``, for a
-    write-up that changed after its run (added before ``Training``, or removed, as the text is set
-    or empty). Everything else (summary, figures, samples, provenance) stays byte for byte, so
-    neither the model nor the data is needed, and each section is what :func:`build_report` would
-    write. Returns the two files. Raises :class:`DataError` when a report file or
+    ``sections`` (of :data:`REFRESHABLE_SECTIONS`): ``"tables"``, the summary lines and every table
+    section (headline, differences with their bootstrap intervals, generalisation) from
+    ``evaluation.json`` and ``generalisation.json``, for an evaluation re-scored or a renderer that
+    gained tables since the report was built; ``"discussion"``, the Discussion section from
+    ``report.discussion``, for a write-up that changed after its run (added before ``Training``, or
+    removed, as the text is set or empty). Everything else (notes, figures, samples, provenance)
+    stays byte for byte, so neither the model nor the data is needed, and each section is what
+    :func:`build_report` would write. Returns the two files. Raises :class:`DataError` when a report file or
     ``evaluation.json`` is missing or the report has no Training section (build the report first
     with ``uaafusion report``), :class:`ValueError` for an unknown section.
     """
@@ -208,12 +212,16 @@ def refresh_report(params: Params, paths: ProjectPaths, sections: Collection[str
     # Both renderers join their lines with newlines, so each line of a section is followed by one.
     if "tables" in sections:
         notes: list[str] = []
-        tables = report_tables(params, paths, read_evaluation(paths.evaluation), notes)
+        evaluation = read_evaluation(paths.evaluation)
+        summary = _summary_lines(params, evaluation)
+        tables = report_tables(params, paths, evaluation, notes)
         for note in notes:
             LOGGER.warning("report: %s", note)
-        texts[_MARKDOWN] = _replace_section(texts[_MARKDOWN], _MARKDOWN, "tables",
-                                            _markdown_table_lines(tables), paths.reports)
-        texts[_HTML] = _replace_section(texts[_HTML], _HTML, "tables", _html_table_parts(tables), paths.reports)
+        for report_format, summary_lines, table_lines in (
+                (_MARKDOWN, _markdown_summary_lines(summary), _markdown_table_lines(tables)),
+                (_HTML, _html_summary_parts(summary), _html_table_parts(tables))):
+            text = _replace_section(texts[report_format], report_format, "tables", table_lines, paths.reports)
+            texts[report_format] = _replace_section(text, report_format, "summary", summary_lines, paths.reports)
     if "discussion" in sections:
         discussion = read_discussion(params, paths)
         texts[_MARKDOWN] = _replace_section(texts[_MARKDOWN], _MARKDOWN, "discussion",
@@ -231,20 +239,28 @@ def refresh_report(params: Params, paths: ProjectPaths, sections: Collection[str
 
 
 def _replace_section(text: str, report_format: _ReportFormat, section: str, lines: list[str], folder: Path) -> str:
-    """``text`` with its ``section`` (``"tables"``: from the first level-2 heading; ``"discussion"``:
-    from the Discussion heading) up to the next section replaced by ``lines`` (each ended by a newline)."""
+    """``text`` with its ``section`` replaced by ``lines`` (each ended by a newline): ``"summary"``, from
+    the title to the first note or level-2 heading; ``"tables"``, from the first level-2 heading;
+    ``"discussion"``, from the Discussion heading; each up to the next part of the report."""
+    path = folder / report_format.file_name
     # The last Training heading: the discussion before it may itself hold such a line (in a code block).
     training = text.rfind(report_format.marker(TRAINING_TITLE))
-    if training < 0:
-        raise DataError(f"{folder / report_format.file_name} has no '{TRAINING_TITLE}' section to place the "
-                        f"{section} before; rebuild it with uaafusion report")
+    title = text.find(report_format.title)
+    if training < 0 or title < 0:
+        raise DataError(f"{path} has no title or no '{TRAINING_TITLE}' section to place the {section} by; "
+                        "rebuild it with uaafusion report")
     discussion = text.find(report_format.marker(DISCUSSION_TITLE))
     discussion = training if discussion < 0 or discussion > training else discussion
-    if section == "tables":
-        start, end = text.find(report_format.any_heading), discussion
+    # Positions of the newline that ends the line before each part (parts are whole lines).
+    first_heading = text.find(report_format.any_heading)
+    if section == "summary":
+        first_note = text.find("\n" + report_format.note, title)
+        start = title + len(report_format.title) - 1
+        end = first_heading if first_note < 0 or first_note > first_heading else first_note
+    elif section == "tables":
+        start, end = first_heading, discussion
     else:
         start, end = discussion, training
-    # The markers start with the newline that ends the line before them.
     return text[:start + 1] + "".join(f"{line}\n" for line in lines) + text[end + 1:]
 
 
@@ -861,7 +877,7 @@ def render_html(content: ReportContent) -> str:
         f"<title>{escape(content.title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{escape(content.title)}</h1>",
     ]
-    parts += [f"<p>{escape(line)}</p>" for line in content.summary]
+    parts += _html_summary_parts(content.summary)
     parts += [f'<p class="note">Note: {escape(note)}</p>' for note in content.notes]
     parts += _html_table_parts(content.tables)
     parts += _discussion_html_parts(content.discussion)
@@ -888,6 +904,11 @@ def render_html(content: ReportContent) -> str:
                  f"<pre>{escape(content.params_yaml)}</pre></details>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _html_summary_parts(summary: list[str]) -> list[str]:
+    """The HTML parts of the summary: one paragraph per line."""
+    return [f"<p>{html.escape(line)}</p>" for line in summary]
 
 
 def _html_table_parts(tables: ReportTables) -> list[str]:
@@ -997,7 +1018,7 @@ def _html_figure(figure: Figure) -> str:
 def render_markdown(content: ReportContent, relative_to: Path) -> str:
     """The report as Markdown; figures are linked relative to ``relative_to`` (``reports/``)."""
     lines = [f"# {content.title}", ""]
-    lines += [line for text in content.summary for line in (text, "")]
+    lines += _markdown_summary_lines(content.summary)
     lines += [line for note in content.notes for line in (f"> Note: {note}", "")]
     lines += _markdown_table_lines(content.tables)
     lines += _discussion_markdown(content.discussion)
@@ -1023,6 +1044,11 @@ def render_markdown(content: ReportContent, relative_to: Path) -> str:
         lines.append("")
     lines += ["<details><summary>Parameters</summary>", "", "```yaml", content.params_yaml, "```", "", "</details>", ""]
     return "\n".join(lines)
+
+
+def _markdown_summary_lines(summary: list[str]) -> list[str]:
+    """The Markdown lines of the summary: one paragraph per line."""
+    return [line for text in summary for line in (text, "")]
 
 
 def _markdown_table_lines(tables: ReportTables) -> list[str]:

@@ -26,8 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="rewrite only the Discussion section of the existing index.html and README.md from "
                              "report.discussion (tables, figures and provenance stay; no model or data needed)")
     parser.add_argument("--tables-only", action="store_true",
-                        help="rewrite only the table sections of the existing index.html and README.md from "
-                             "evaluation.json and generalisation.json (summary, figures and provenance stay; no "
+                        help="rewrite only the summary and the tables of the existing index.html and README.md "
+                             "from evaluation.json and generalisation.json (notes, figures and provenance stay; no "
                              "model or data needed); with --discussion-only, both")
     parser.set_defaults(func=run)
 
