@@ -29,7 +29,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,25 +209,25 @@ def refresh_report(params: Params, paths: ProjectPaths, sections: Collection[str
         except OSError as error:
             raise DataError(f"cannot refresh {path} ({error}): build the report first "
                             "(uaafusion report --params ...)") from None
-    # Both renderers join their lines with newlines, so each line of a section is followed by one.
+    parts: dict[str, Any] = {}  # what each part to rewrite is rendered from
     if "tables" in sections:
         notes: list[str] = []
         evaluation = read_evaluation(paths.evaluation)
-        summary = _summary_lines(params, evaluation)
-        tables = report_tables(params, paths, evaluation, notes)
+        parts["summary"] = _summary_lines(params, evaluation)
+        parts["tables"] = report_tables(params, paths, evaluation, notes)
         for note in notes:
             LOGGER.warning("report: %s", note)
-        for report_format, summary_lines, table_lines in (
-                (_MARKDOWN, _markdown_summary_lines(summary), _markdown_table_lines(tables)),
-                (_HTML, _html_summary_parts(summary), _html_table_parts(tables))):
-            text = _replace_section(texts[report_format], report_format, "tables", table_lines, paths.reports)
-            texts[report_format] = _replace_section(text, report_format, "summary", summary_lines, paths.reports)
     if "discussion" in sections:
-        discussion = read_discussion(params, paths)
-        texts[_MARKDOWN] = _replace_section(texts[_MARKDOWN], _MARKDOWN, "discussion",
-                                            _discussion_markdown(discussion), paths.reports)
-        texts[_HTML] = _replace_section(texts[_HTML], _HTML, "discussion",
-                                        _discussion_html_parts(discussion), paths.reports)
+        parts["discussion"] = read_discussion(params, paths)
+    renderers: dict[_ReportFormat, dict[str, Callable[[Any], list[str]]]] = {
+        _MARKDOWN: {"summary": _markdown_summary_lines, "tables": _markdown_table_lines,
+                    "discussion": _discussion_markdown},
+        _HTML: {"summary": _html_summary_parts, "tables": _html_table_parts, "discussion": _discussion_html_parts},
+    }
+    for report_format, render in renderers.items():
+        for part, content in parts.items():
+            texts[report_format] = _replace_section(texts[report_format], report_format, part,
+                                                    render[part](content), paths.reports)
     written = []
     for report_format, text in texts.items():
         path = paths.reports / report_format.file_name
