@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from uaafusion.config import DataConfig, Params, load_params, params_from_dict, parse_overrides
@@ -49,7 +50,7 @@ def test_unknown_key_names_dotted_key_and_allowed_keys(tmp_path):
 
 
 def test_unknown_nested_and_top_level_keys(tmp_path):
-    with pytest.raises(ConfigError, match=r"model\.fusion\.depth.*allowed keys in model\.fusion: features, inference_mask, name, stages"):
+    with pytest.raises(ConfigError, match=r"model\.fusion\.depth.*allowed keys in model\.fusion: features, guard, guard_missed, guard_radius, guard_sigma, inference_mask, name, stages"):
         load_params(write_params(tmp_path, {"model": {"fusion": {"depth": 2}}}))
     with pytest.raises(ConfigError, match=r"unknown key\(s\) trian; allowed keys: attribution"):
         load_params(write_params(tmp_path, {"trian": {}}))
@@ -98,6 +99,8 @@ def test_value_outside_allowed_set_lists_allowed_values(tmp_path, raw, key, allo
     ({"loss": {"roi": -0.5}}, "loss.roi"),
     ({"loss": {"metrics": -1.0}}, "loss.metrics"),
     ({"loss": {"metrics": 0.5}, "data": {"crop_size": 8}}, "data.crop_size"),
+    ({"model": {"fusion": {"guard_radius": -1}}}, "model.fusion.guard_radius"),
+    ({"model": {"fusion": {"guard_sigma": -1}}}, "model.fusion.guard_sigma"),
     ({"loss": {"class_balance": 1.5}}, "loss.class_balance"),
     ({"loss": {"class_balance": -0.5}}, "loss.class_balance"),
     ({"loss": {"fusion_class_balance": 1.5}}, "loss.fusion_class_balance"),
@@ -159,3 +162,27 @@ def test_parse_overrides_reads_yaml_values_and_names_a_bad_item():
     for bad in ("train.rounds", "=1"):
         with pytest.raises(ConfigError, match=re.escape(repr(bad))):
             parse_overrides([bad])
+
+
+def test_the_guard_takes_object_class_names_and_the_spec_gets_their_ids(tmp_path):
+    from uaafusion.training.builders import model_spec
+
+    params = load_params(write_params(tmp_path, {"model": {"fusion": {"guard": ["person", "car"], "guard_radius": 8}}}))
+    fusion = model_spec(params)["fusion"]
+    names = params.data.class_names
+    assert fusion["guard_classes"] == [names.index("person"), names.index("car")]
+    assert (fusion["guard_radius"], fusion["guard_sigma"], fusion["guard_missed"]) == (8, 16.0, False)
+    assert model_spec(load_params(write_params(tmp_path, {})))["fusion"]["guard_classes"] == []
+    from uaafusion.guard import Guard
+    from uaafusion.training.builders import build_models
+
+    built, _ = build_models(params, torch.device("cpu"))
+    assert built.guard == Guard((names.index("person"), names.index("car")), 8, 16.0)
+
+
+@pytest.mark.parametrize("guard", [["pedestrian"], ["background"]])
+def test_a_guard_class_outside_the_object_classes_is_refused_with_the_allowed_names(tmp_path, guard):
+    with pytest.raises(ConfigError) as error:
+        load_params(write_params(tmp_path, {"model": {"fusion": {"guard": guard}}}))
+    message = str(error.value)
+    assert "model.fusion.guard" in message and "road, person, car, bicycle" in message

@@ -85,10 +85,22 @@ class FusionModelConfig:
     stages: int = 3
     features: int = 16
     inference_mask: Literal["average", "infrared"] = "average"
+    # The infrared guard (uaafusion/guard.py): class names (from data.class_names, not the first,
+    # the background) that the fused images inference makes may not show where the infrared image
+    # shows background (and, with guard_missed, not lose those classes where the infrared image
+    # shows them); there they return to the infrared image, over guard_radius pixels and a
+    # Gaussian fade of guard_sigma pixels. Empty: off.
+    guard: tuple[str, ...] = ()
+    guard_radius: int = 16
+    guard_sigma: float = 16.0
+    guard_missed: bool = False
 
     def check(self, prefix: str) -> None:
         _require(self.stages >= 1, f"{prefix}.stages", "an integer >= 1", self.stages)
         _require(self.features >= 4, f"{prefix}.features", "an integer >= 4", self.features)
+        _require(self.guard_radius >= 0, f"{prefix}.guard_radius", "an integer >= 0 (pixels)", self.guard_radius)
+        _require(self.guard_sigma >= 0, f"{prefix}.guard_sigma", "a number >= 0 (pixels; 0: a hard edge)",
+                 self.guard_sigma)
 
 
 @dataclass(frozen=True)
@@ -264,6 +276,11 @@ class Params:
         device = self.device.lower()
         allowed = device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
         _require(allowed, "device", "auto, cpu, cuda or cuda:N", self.device)
+        background, *object_names = self.data.class_names
+        for name in self.model.fusion.guard:
+            _require(name in object_names, "model.fusion.guard",
+                     f"names from data.class_names other than the background {background!r}: "
+                     f"{', '.join(object_names)}", list(self.model.fusion.guard))
         if self.loss.metrics > 0:
             from uaafusion.metrics.fusion import SSIM_WINDOW_SIZE  # the smallest image the metric term can score
 

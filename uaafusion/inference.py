@@ -12,7 +12,7 @@ inputs are colour, the two CrCb are blended per pixel, each weighted by its dist
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,16 +23,22 @@ from uaafusion.errors import DataError
 
 
 def fuse_luma(fusion: torch.nn.Module, segmenter: torch.nn.Module, ir: torch.Tensor, vi: torch.Tensor):
-    """Run the fusion network in eval mode without parameter gradients.
+    """Run the fusion network in eval mode without parameter gradients, then its infrared guard.
 
     ir, vi: ``(B, 1, H, W)`` in [0, 1] -> the model's ``FusionOutput`` (``fused (B, 1, H, W)``).
-    The attribution inside the model still uses autograd on its inputs.
+    The attribution inside the model still uses autograd on its inputs. When the model has a
+    guard (``model.fusion.guard``, :mod:`uaafusion.guard`), ``fused`` is the guarded image and
+    ``guard`` its alpha map.
     """
     fusion_was_training, segmenter_was_training = fusion.training, segmenter.training
     fusion.eval()
     segmenter.eval()
     try:
         output = fusion(ir, vi, segmenter)
+        guard = getattr(fusion, "guard", None)
+        if guard is not None:
+            guarded, alpha = guard.apply(output.fused.detach(), ir, segmenter)
+            output = replace(output, fused=guarded, guard=alpha)
     finally:
         fusion.train(fusion_was_training)
         segmenter.train(segmenter_was_training)
@@ -69,7 +75,8 @@ class FusedPair:
     fused_luma: the network's fused Y ``(1, H, W)`` in [0, 1];
     weight_ir / weight_vi: the attribution weights ``(1, H, W)``;
     attention: the last stage's attention map ``(1, H, W)`` in [0, 1] (``None`` without stages);
-    segmentation: predicted class ids ``int64 (H, W)`` of the fused luma (when asked for).
+    segmentation: predicted class ids ``int64 (H, W)`` of the fused luma (when asked for);
+    guard: the infrared guard's alpha ``(1, H, W)`` in [0, 1] (``None`` when the model has no guard).
     """
 
     image: np.ndarray
@@ -78,6 +85,7 @@ class FusedPair:
     weight_vi: torch.Tensor
     attention: torch.Tensor | None
     segmentation: torch.Tensor | None = None
+    guard: torch.Tensor | None = None
 
 
 def predict_classes(segmenter: torch.nn.Module, luma: torch.Tensor) -> torch.Tensor:
@@ -122,6 +130,7 @@ def fuse_pair(
         weight_vi=output.weight_vi[0].detach().cpu(),
         attention=attention,
         segmentation=classes,
+        guard=output.guard[0].detach().cpu() if output.guard is not None else None,
     )
 
 

@@ -39,6 +39,7 @@ from uaafusion.attribution import (
     pathway_attention,
 )
 from uaafusion.errors import ConfigError, DataError
+from uaafusion.guard import guard_from_spec
 from uaafusion.models.memory import ConvLSTMCell
 
 
@@ -49,7 +50,9 @@ class FusionOutput:
     fused: the fused luma in [0, 1]; weight_ir/weight_vi: the attribution weights used;
     attention: per stage, the attention gate ``sigmoid(gamma_k P_k)`` in [0, 1];
     estimates: per stage, ``F_k`` (the last one is ``fused``); mask: the one-hot ``(B, C, H, W)``
-    mask used (given or predicted).
+    mask used (given or predicted); guard: the infrared guard's ``alpha`` ``(B, 1, H, W)`` when
+    inference applied it (:func:`uaafusion.inference.fuse_luma`; ``fused`` is then the guarded image
+    and ``estimates[-1]`` the network's own).
     """
 
     fused: torch.Tensor
@@ -58,6 +61,7 @@ class FusionOutput:
     attention: list[torch.Tensor] = field(default_factory=list)
     estimates: list[torch.Tensor] = field(default_factory=list)
     mask: torch.Tensor | None = None
+    guard: torch.Tensor | None = None
 
 
 def _conv(in_channels: int, out_channels: int) -> nn.Conv2d:
@@ -90,6 +94,10 @@ class UnfoldingFusionNet(nn.Module):
         attribution_engine: str = DEFAULT_ENGINE,
         attribution_scale: float = 1.0,
         inference_mask: str = "average",
+        guard_classes: list[int] | tuple[int, ...] = (),
+        guard_radius: int = 16,
+        guard_sigma: float = 16.0,
+        guard_missed: bool = False,
     ) -> None:
         super().__init__()
         if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
@@ -115,12 +123,18 @@ class UnfoldingFusionNet(nn.Module):
         self.attribution_engine = attribution_engine
         self.attribution_scale = attribution_scale
         self.inference_mask = inference_mask
+        try:
+            self.guard = guard_from_spec(guard_classes, guard_radius, guard_sigma, guard_missed)
+        except ValueError as error:
+            raise ConfigError(f"model.fusion.guard: {error}") from None
         self.spec: dict[str, object] = {
             "name": "uaafusion", "stages": stages, "features": features,
             "attribution_steps": attribution_steps, "attribution_method": attribution_method,
             "internal_batch_size": internal_batch_size, "initial_step_size": initial_step_size,
             "attention_eps": attention_eps, "attribution_engine": attribution_engine,
             "attribution_scale": attribution_scale, "inference_mask": inference_mask,
+            "guard_classes": list(guard_classes), "guard_radius": guard_radius, "guard_sigma": float(guard_sigma),
+            "guard_missed": bool(guard_missed),
         }
         logit = math.log(initial_step_size / (1.0 - initial_step_size))
         self.step_size_logits = nn.Parameter(torch.full((stages,), logit))

@@ -1,0 +1,117 @@
+"""Choose the infrared guard's width on a labelled split (the training pairs, not the test ones).
+
+The infrared guard (``uaafusion/guard.py``) returns the fused image to the infrared one where the
+segmenter sees a guarded class on the fused image and background on the infrared image. How far
+around that region it reaches (``radius``) and how softly (``sigma``) are chosen here: for every
+setting (``--missed yes``: restoring lost objects too), each pair's saved fused image is guarded (as ``uaafusion fuse --guard`` would guard the
+network's output, here on the saved 8-bit luma), the segmenter predicts the guarded image, and the
+box-mask confusion matrices of the whole split give its set-level mIoU, beside the unguarded fused
+image's and the infrared image's. Pick on the training split; score the pick once on the test
+split with ``uaafusion fuse --guard`` and ``uaafusion evaluate``. ::
+
+    python experiments/guard_sweep.py --checkpoint models/msrs/uaafusion.pt \\
+        --split ../shared/datasets/msrs-boxes/train --fused data/fused-msrs-train/ours \\
+        --radii 8,16,24 --sigmas 8,16 --out reports/msrs-rerun/guard-sweep.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments.record import write_record  # noqa: E402
+from experiments.region_swap import read_test_triples  # noqa: E402
+from uaafusion.data.boxes import boxes_to_class_mask  # noqa: E402
+from uaafusion.device import resolve_device  # noqa: E402
+from uaafusion.guard import Guard  # noqa: E402
+from uaafusion.inference import load_models_for_inference, predict_classes  # noqa: E402
+from uaafusion.metrics.evaluate import BACKGROUND_CLASS_NAME, DEFAULT_BOX_CLASS_NAMES  # noqa: E402
+
+CLASS_NAMES = (BACKGROUND_CLASS_NAME, *DEFAULT_BOX_CLASS_NAMES)
+
+
+def confusion(prediction: np.ndarray, target: np.ndarray, num_classes: int) -> np.ndarray:
+    """``int64 (C, C)``, rows the box-mask class, columns the predicted one."""
+    flat = target.ravel() * num_classes + prediction.ravel()
+    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def scores(matrix: np.ndarray) -> dict[str, Any]:
+    """Set-level ``mIoU`` and per-class IoU of a summed confusion matrix."""
+    true_positive = np.diag(matrix).astype(np.float64)
+    union = matrix.sum(axis=0) + matrix.sum(axis=1) - true_positive
+    iou = np.divide(true_positive, union, out=np.zeros_like(true_positive), where=union > 0)
+    return {"mIoU": float(iou.mean()), "IoU": dict(zip(CLASS_NAMES, map(float, iou)))}
+
+
+def sweep(segmenter: torch.nn.Module, split: Path, fused: Path, guards: dict[str, Guard],
+          device: torch.device) -> dict[str, Any]:
+    """Set-level scores of the infrared, the fused and every guarded image of ``split`` (boxes as
+    classes 0 = background, 1.. = box class + 1), and each guard's mean alpha."""
+    num_classes = len(CLASS_NAMES)
+    matrices = {key: np.zeros((num_classes, num_classes), np.int64) for key in ("infrared", "fused", *guards)}
+    alpha_sums = dict.fromkeys(guards, 0.0)
+    pixels = 0
+    for _, images, boxes in read_test_triples(split, {"fused": fused}):
+        height, width = images["ir"].shape
+        target = boxes_to_class_mask(boxes, height, width)
+        ir, fused_luma = (torch.from_numpy(images[key]).to(device, torch.float32).div(255.0)[None, None]
+                          for key in ("ir", "fused"))
+        ir_classes, fused_classes = predict_classes(segmenter, ir), predict_classes(segmenter, fused_luma)
+        matrices["infrared"] += confusion(ir_classes[0].cpu().numpy(), target, num_classes)
+        matrices["fused"] += confusion(fused_classes[0].cpu().numpy(), target, num_classes)
+        pixels += height * width
+        for key, guard in guards.items():
+            guarded, alpha = guard.guarded(fused_luma, ir, fused_classes, ir_classes)
+            guarded = guarded.mul(255.0).round().div(255.0)  # as the saved 8-bit image would be
+            matrices[key] += confusion(predict_classes(segmenter, guarded)[0].cpu().numpy(), target, num_classes)
+            alpha_sums[key] += float(alpha.sum())
+    results = {key: scores(matrix) for key, matrix in matrices.items()}
+    for key in guards:
+        results[key]["mean_alpha"] = alpha_sums[key] / pixels
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", default="models/msrs/uaafusion.pt", help="the model whose segmenter guards")
+    parser.add_argument("--split", default="../shared/datasets/msrs-boxes/train", help="split with ir/, vi/, boxes/")
+    parser.add_argument("--fused", default="data/fused-msrs-train/ours", help="the model's fused images of that split")
+    parser.add_argument("--classes", default="person", help="guarded class names, comma-separated")
+    parser.add_argument("--radii", default="8,16,24", help="radii to try (pixels), comma-separated")
+    parser.add_argument("--sigmas", default="8,16", help="Gaussian fades to try (pixels), comma-separated")
+    parser.add_argument("--missed", default="no", help="no, yes or no,yes: without/with restoring lost objects")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", default="reports/msrs-rerun/guard-sweep.json")
+    args = parser.parse_args(argv)
+    if not set(args.missed.split(",")) <= {"no", "yes"}:
+        parser.error(f"--missed {args.missed!r}: expected no, yes or no,yes")
+    device = resolve_device(args.device)
+    models = load_models_for_inference(args.checkpoint, device)
+    classes = tuple(CLASS_NAMES.index(name.strip()) for name in args.classes.split(","))
+    guards = {f"radius {radius}, sigma {sigma:g}{', missed' if missed == 'yes' else ''}":
+              Guard(classes, radius, sigma, missed == "yes")
+              for missed in args.missed.split(",")
+              for radius in map(int, args.radii.split(",")) for sigma in map(float, args.sigmas.split(","))}
+    started = time.perf_counter()
+    results = sweep(models.segmenter, Path(args.split), Path(args.fused), guards, device)
+    for key, result in results.items():
+        per_class = ", ".join(f"{name} {value:.3f}" for name, value in result["IoU"].items())
+        print(f"{key:24s} mIoU {result['mIoU']:.4f} ({per_class})")
+    write_record(args.out, "guard_sweep.py", params="", split=args.split, fused=args.fused,
+                 checkpoint=args.checkpoint, classes=args.classes,
+                 seconds=round(time.perf_counter() - started, 1), results=results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

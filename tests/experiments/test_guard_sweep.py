@@ -1,0 +1,66 @@
+"""``experiments/guard_sweep.py``: the infrared guard scored per setting on a labelled split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from experiments.guard_sweep import CLASS_NAMES, confusion, main, scores, sweep
+from tests.metrics.evaluation_fixtures import BinningSegmenter, save_image, write_boxes
+from uaafusion.guard import Guard
+from uaafusion.models import create_fusion_model, create_segmenter
+from uaafusion.models.checkpoint import save_models
+
+HEIGHT, WIDTH = 40, 64
+COLD, WARM, TEXTURE = 25, 90, 100   # bins of BinningSegmenter(4): background, person, person
+
+
+def _split(root: Path) -> tuple[Path, Path]:
+    """Two pairs, each with one person box that is warm on infrared; the fused images also carry a
+    person-like texture far from it, where the infrared image is cold."""
+    for name in ("00001D", "00002N"):
+        ir = np.full((HEIGHT, WIDTH), COLD, np.uint8)
+        ir[10:20, 10:20] = WARM
+        fused = ir.copy()
+        fused[10:20, 44:54] = TEXTURE
+        save_image(root / "split" / "ir" / f"{name}.png", ir)
+        save_image(root / "split" / "vi" / f"{name}.png", fused)
+        save_image(root / "fused" / f"{name}.png", fused)
+    write_boxes(root / "split" / "boxes", {name: ["0 0.234375 0.375 0.15625 0.25"] for name in ("00001D", "00002N")})
+    return root / "split", root / "fused"
+
+
+def test_scores_by_hand() -> None:
+    matrix = confusion(np.array([[0, 1, 1, 3]]), np.array([[0, 1, 0, 3]]), 4)
+    assert matrix.sum() == 4 and matrix[0, 1] == 1
+    result = scores(matrix)
+    assert result["IoU"] == {"background": 0.5, "person": 0.5, "bicycle": 0.0, "car": 1.0}
+    assert result["mIoU"] == pytest.approx(0.5)
+
+
+def test_a_guard_removes_the_false_person_and_scores_like_the_infrared_image(tmp_path: Path) -> None:
+    split, fused = _split(tmp_path)
+    guards = {"narrow": Guard((1,), radius=2, sigma=1.0)}
+    results = sweep(BinningSegmenter(len(CLASS_NAMES)), split, fused, guards, torch.device("cpu"))
+    assert results["fused"]["IoU"]["person"] == pytest.approx(0.5)    # 200 true of 400 predicted pixels
+    assert results["infrared"]["IoU"]["person"] == pytest.approx(1.0)
+    assert results["narrow"]["IoU"] == results["infrared"]["IoU"]    # the texture went back to cold infrared
+    assert 0 < results["narrow"]["mean_alpha"] < 1
+
+
+def test_the_command_records_every_setting(tmp_path: Path) -> None:
+    split, fused = _split(tmp_path)
+    checkpoint = save_models(tmp_path / "models.pt", create_fusion_model("uaafusion", stages=1, features=4),
+                             create_segmenter(num_classes=len(CLASS_NAMES)))
+    out = tmp_path / "sweep.json"
+    assert main(["--checkpoint", str(checkpoint), "--split", str(split), "--fused", str(fused),
+                 "--radii", "2,4", "--sigmas", "1", "--device", "cpu", "--out", str(out)]) == 0
+    document = json.loads(out.read_text())
+    assert document["command"].startswith("python experiments/guard_sweep.py")
+    assert set(document["results"]) == {"infrared", "fused", "radius 2, sigma 1", "radius 4, sigma 1"}
+    for result in document["results"].values():
+        assert 0 <= result["mIoU"] <= 1 and set(result["IoU"]) == set(CLASS_NAMES)

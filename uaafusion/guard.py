@@ -1,0 +1,121 @@
+"""The infrared guard: no object in the fused image where the infrared image shows none.
+
+On MSRS the segmenter finds people by their heat, and most of what it loses on fused images
+against the infrared image alone is false people: visible textures of the background that the
+fused image carries and the segmenter reads as a person (reports/msrs/discussion.md, items 16
+and 21). The guard is a label-free step after the fusion network:
+
+1. ``region``: pixels the segmenter assigns to a guarded class on the fused image ``F`` and to the
+   background (class 0) on the infrared image ``I`` (false objects); with ``missed``, also pixels it
+   assigns to a guarded class on ``I`` and not to that class on ``F`` (objects the fusion lost);
+2. ``alpha``: that region grown by ``radius`` pixels (city-block distance), blurred with a
+   Gaussian of ``sigma`` pixels and scaled by :data:`GUARD_GAIN` (clipped to [0, 1]), so that the
+   region itself returns fully to the infrared image and the return fades out around it without a
+   seam (``sigma`` 0: a hard edge, which the segmenter reads as new objects; item 21);
+3. ``alpha I + (1 - alpha) F``.
+
+It is off unless ``model.fusion.guard`` names classes (or ``uaafusion fuse --guard``). The fusion
+loss never sees it (it trains the network's own output); every fused image made as inference makes
+it does: ``uaafusion fuse``, the pipeline's evaluation and report, the validation, and the
+segmentation stage's inputs under ``train.fused_mask: predicted``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as functional
+
+GUARD_GAIN = 1.5
+"""The blurred region is multiplied by this before clipping: the region's own pixels reach alpha 1."""
+
+BACKGROUND = 0
+"""The class id of the background in every layout here."""
+
+
+@dataclass(frozen=True)
+class Guard:
+    """Which classes are guarded (ids, never the background), whether objects the fusion lost are
+    restored too (``missed``), and how wide the return to infrared is."""
+
+    classes: tuple[int, ...]
+    radius: int = 16
+    sigma: float = 16.0
+    missed: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.classes or any(isinstance(c, bool) or not isinstance(c, int) or c <= BACKGROUND
+                                   for c in self.classes):
+            raise ValueError(f"guard classes must be non-empty ids >= 1 (0 is the background), got {self.classes!r}")
+        if isinstance(self.radius, bool) or not isinstance(self.radius, int) or self.radius < 0:
+            raise ValueError(f"guard radius must be an integer >= 0, got {self.radius!r}")
+        if not self.sigma >= 0:
+            raise ValueError(f"guard sigma must be >= 0 (0: a hard edge), got {self.sigma!r}")
+
+    def region(self, fused_classes: torch.Tensor, ir_classes: torch.Tensor) -> torch.Tensor:
+        """``bool (B, H, W)``: a guarded class on the fused image and background on the infrared one;
+        with ``missed``, also a guarded class on the infrared image that the fused image does not show."""
+        region = torch.zeros_like(fused_classes, dtype=torch.bool)
+        for class_id in self.classes:
+            region |= fused_classes == class_id
+        region &= ir_classes == BACKGROUND
+        if self.missed:
+            for class_id in self.classes:
+                region |= (ir_classes == class_id) & (fused_classes != class_id)
+        return region
+
+    def alpha(self, region: torch.Tensor) -> torch.Tensor:
+        """``(B, H, W)`` bool -> ``(B, 1, H, W)`` float in [0, 1]: how far each pixel returns to infrared."""
+        grown = grow(region[:, None].float(), self.radius)
+        if self.sigma == 0:
+            return grown
+        return (GUARD_GAIN * gaussian_blur(grown, self.sigma)).clamp(0.0, 1.0)
+
+    def apply(self, fused: torch.Tensor, ir: torch.Tensor, segmenter: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """``fused, ir (B, 1, H, W)`` in [0, 1] -> ``(guarded (B, 1, H, W), alpha (B, 1, H, W))``.
+
+        ``segmenter`` is run in eval mode without gradients on both images.
+        """
+        from uaafusion.inference import predict_classes
+
+        return self.guarded(fused, ir, predict_classes(segmenter, fused), predict_classes(segmenter, ir))
+
+    def guarded(self, fused: torch.Tensor, ir: torch.Tensor, fused_classes: torch.Tensor,
+                ir_classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`apply` with the segmenter's classes ``int64 (B, H, W)`` of both images already known."""
+        alpha = self.alpha(self.region(fused_classes, ir_classes)).to(fused.dtype)
+        return alpha * ir + (1.0 - alpha) * fused, alpha
+
+    def to_spec(self) -> dict[str, object]:
+        """The model-spec keys that rebuild this guard (see :func:`guard_from_spec`)."""
+        return {"guard_classes": list(self.classes), "guard_radius": self.radius, "guard_sigma": self.sigma,
+                "guard_missed": self.missed}
+
+
+def guard_from_spec(classes, radius: int = 16, sigma: float = 16.0, missed: bool = False) -> Guard | None:
+    """A :class:`Guard` from a model spec's ``guard_classes``/``_radius``/``_sigma``/``_missed``; None when no class."""
+    if not classes:
+        return None
+    return Guard(tuple(classes), radius, float(sigma), bool(missed))
+
+
+def grow(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Dilate ``(B, 1, H, W)`` in {0, 1} by ``radius`` steps of the 4-neighbour cross (a diamond)."""
+    for _ in range(radius):
+        vertical = functional.max_pool2d(mask, (3, 1), stride=1, padding=(1, 0))
+        horizontal = functional.max_pool2d(mask, (1, 3), stride=1, padding=(0, 1))
+        mask = torch.maximum(vertical, horizontal)
+    return mask
+
+
+def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``(B, 1, H, W)``, kernel truncated at 4 sigma, edges replicated."""
+    half = max(1, int(4.0 * sigma + 0.5))
+    offsets = torch.arange(-half, half + 1, dtype=image.dtype, device=image.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    padded = functional.pad(image, (half, half, 0, 0), mode="replicate")
+    blurred = functional.conv2d(padded, kernel.view(1, 1, 1, -1))
+    padded = functional.pad(blurred, (0, 0, half, half), mode="replicate")
+    return functional.conv2d(padded, kernel.view(1, 1, -1, 1))
