@@ -87,11 +87,6 @@ class Guard:
         alpha = self.alpha(self.region(fused_classes, ir_classes)).to(fused.dtype)
         return alpha * ir + (1.0 - alpha) * fused, alpha
 
-    def to_spec(self) -> dict[str, object]:
-        """The model-spec keys that rebuild this guard (see :func:`guard_from_spec`)."""
-        return {"guard_classes": list(self.classes), "guard_radius": self.radius, "guard_sigma": self.sigma,
-                "guard_missed": self.missed}
-
 
 def guard_from_spec(classes, radius: int = 16, sigma: float = 16.0, missed: bool = False) -> Guard | None:
     """A :class:`Guard` from a model spec's ``guard_classes``/``_radius``/``_sigma``/``_missed``; None when no class."""

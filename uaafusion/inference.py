@@ -72,7 +72,7 @@ class FusedPair:
     """One fused pair with the intermediates worth looking at (all on the CPU).
 
     image: the fused picture, ``uint8`` gray ``(H, W)`` or RGB ``(H, W, 3)``;
-    fused_luma: the network's fused Y ``(1, H, W)`` in [0, 1];
+    fused_luma: the fused Y ``(1, H, W)`` in [0, 1] (after the model's guard, when it has one);
     weight_ir / weight_vi: the attribution weights ``(1, H, W)``;
     attention: the last stage's attention map ``(1, H, W)`` in [0, 1] (``None`` without stages);
     segmentation: predicted class ids ``int64 (H, W)`` of the fused luma (when asked for);
