@@ -35,30 +35,24 @@ from uaafusion.device import resolve_device  # noqa: E402
 from uaafusion.guard import Guard  # noqa: E402
 from uaafusion.inference import load_models_for_inference, predict_classes  # noqa: E402
 from uaafusion.metrics.evaluate import BACKGROUND_CLASS_NAME, DEFAULT_BOX_CLASS_NAMES  # noqa: E402
+from uaafusion.metrics.segmentation import ConfusionMatrix  # noqa: E402
 
 CLASS_NAMES = (BACKGROUND_CLASS_NAME, *DEFAULT_BOX_CLASS_NAMES)
 
 
-def confusion(prediction: np.ndarray, target: np.ndarray, num_classes: int) -> np.ndarray:
-    """``int64 (C, C)``, rows the box-mask class, columns the predicted one."""
-    flat = target.ravel() * num_classes + prediction.ravel()
-    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
-
-
-def scores(matrix: np.ndarray) -> dict[str, Any]:
-    """Set-level ``mIoU`` and per-class IoU of a summed confusion matrix."""
-    true_positive = np.diag(matrix).astype(np.float64)
-    union = matrix.sum(axis=0) + matrix.sum(axis=1) - true_positive
-    iou = np.divide(true_positive, union, out=np.zeros_like(true_positive), where=union > 0)
-    return {"mIoU": float(iou.mean()), "IoU": dict(zip(CLASS_NAMES, map(float, iou)))}
+def scores(matrix: ConfusionMatrix) -> dict[str, Any]:
+    """Set-level ``mIoU`` and per-class IoU, as ``uaafusion evaluate`` defines them (a class absent
+    from both the boxes and the predictions is left out of the mean; its IoU is ``None``)."""
+    iou = matrix.per_class_iou()
+    return {"mIoU": matrix.miou(),
+            "IoU": {name: None if np.isnan(value) else float(value) for name, value in zip(CLASS_NAMES, iou)}}
 
 
 def sweep(segmenter: torch.nn.Module, split: Path, fused: Path, guards: dict[str, Guard],
           device: torch.device) -> dict[str, Any]:
     """Set-level scores of the infrared, the fused and every guarded image of ``split`` (boxes as
     classes 0 = background, 1.. = box class + 1), and each guard's mean alpha."""
-    num_classes = len(CLASS_NAMES)
-    matrices = {key: np.zeros((num_classes, num_classes), np.int64) for key in ("infrared", "fused", *guards)}
+    matrices = {key: ConfusionMatrix(len(CLASS_NAMES)) for key in ("infrared", "fused", *guards)}
     alpha_sums = dict.fromkeys(guards, 0.0)
     pixels = 0
     for _, images, boxes in read_test_triples(split, {"fused": fused}):
@@ -67,13 +61,13 @@ def sweep(segmenter: torch.nn.Module, split: Path, fused: Path, guards: dict[str
         ir, fused_luma = (torch.from_numpy(images[key]).to(device, torch.float32).div(255.0)[None, None]
                           for key in ("ir", "fused"))
         ir_classes, fused_classes = predict_classes(segmenter, ir), predict_classes(segmenter, fused_luma)
-        matrices["infrared"] += confusion(ir_classes[0].cpu().numpy(), target, num_classes)
-        matrices["fused"] += confusion(fused_classes[0].cpu().numpy(), target, num_classes)
+        matrices["infrared"].update(ir_classes[0], target)
+        matrices["fused"].update(fused_classes[0], target)
         pixels += height * width
         for key, guard in guards.items():
             guarded, alpha = guard.guarded(fused_luma, ir, fused_classes, ir_classes)
             guarded = guarded.mul(255.0).round().div(255.0)  # as the saved 8-bit image would be
-            matrices[key] += confusion(predict_classes(segmenter, guarded)[0].cpu().numpy(), target, num_classes)
+            matrices[key].update(predict_classes(segmenter, guarded)[0], target)
             alpha_sums[key] += float(alpha.sum())
     results = {key: scores(matrix) for key, matrix in matrices.items()}
     for key in guards:
@@ -105,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     results = sweep(models.segmenter, Path(args.split), Path(args.fused), guards, device)
     for key, result in results.items():
-        per_class = ", ".join(f"{name} {value:.3f}" for name, value in result["IoU"].items())
+        per_class = ", ".join(f"{name} {'-' if value is None else f'{value:.3f}'}"
+                              for name, value in result["IoU"].items())
         print(f"{key:24s} mIoU {result['mIoU']:.4f} ({per_class})")
     write_record(args.out, "guard_sweep.py", params="", split=args.split, fused=args.fused,
                  checkpoint=args.checkpoint, classes=args.classes,

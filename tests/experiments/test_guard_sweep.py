@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.guard_sweep import CLASS_NAMES, confusion, main, scores, sweep
+from experiments.guard_sweep import CLASS_NAMES, main, scores, sweep
 from tests.metrics.evaluation_fixtures import BinningSegmenter, save_image, write_boxes
 from uaafusion.guard import Guard
+from uaafusion.metrics.segmentation import ConfusionMatrix
 from uaafusion.models import create_fusion_model, create_segmenter
 from uaafusion.models.checkpoint import save_models
 
@@ -34,12 +35,17 @@ def _split(root: Path) -> tuple[Path, Path]:
     return root / "split", root / "fused"
 
 
-def test_scores_by_hand() -> None:
-    matrix = confusion(np.array([[0, 1, 1, 3]]), np.array([[0, 1, 0, 3]]), 4)
-    assert matrix.sum() == 4 and matrix[0, 1] == 1
+def test_scores_by_hand_as_uaafusion_evaluate_defines_them() -> None:
+    matrix = ConfusionMatrix(len(CLASS_NAMES))
+    matrix.update(np.array([[0, 1, 1, 3]]), np.array([[0, 1, 0, 3]]))
     result = scores(matrix)
-    assert result["IoU"] == {"background": 0.5, "person": 0.5, "bicycle": 0.0, "car": 1.0}
-    assert result["mIoU"] == pytest.approx(0.5)
+    # No bicycle in the boxes nor in the predictions: no IoU, and left out of the mean.
+    assert result["IoU"] == {"background": 0.5, "person": 0.5, "bicycle": None, "car": 1.0}
+    assert result["mIoU"] == pytest.approx(2 / 3)
+    matrix.update(np.array([[0]]), np.array([[2]]))  # a bicycle pixel missed: bicycle IoU 0, counted
+    result = scores(matrix)
+    assert result["IoU"]["bicycle"] == 0.0 and result["IoU"]["background"] == pytest.approx(1 / 3)
+    assert result["mIoU"] == pytest.approx((1 / 3 + 0.5 + 0.0 + 1.0) / 4)
 
 
 def test_a_guard_removes_the_false_person_and_scores_like_the_infrared_image(tmp_path: Path) -> None:
