@@ -2,9 +2,11 @@
 
 The infrared guard (``uaafusion/guard.py``) returns the fused image to the infrared one where the
 segmenter sees a guarded class on the fused image and background on the infrared image. How far
-around that region it reaches (``radius``) and how softly (``sigma``) are chosen here: for every
-setting (``--missed yes``: restoring lost objects too), each pair's saved fused image is guarded (as ``uaafusion fuse --guard`` would guard the
-network's output, here on the saved 8-bit luma), the segmenter predicts the guarded image, and the
+around that region it reaches (``radius``), how softly (``sigma``) and how fully (``gain``; the package
+keeps :data:`uaafusion.guard.GUARD_GAIN`) are chosen here: for every setting (``--missed yes``:
+restoring lost objects too), each pair's saved fused image is guarded (as ``uaafusion fuse --guard``
+would guard the network's output, here on the saved 8-bit luma), the segmenter predicts the guarded
+image, and the
 box-mask confusion matrices of the whole split give its set-level mIoU, beside the unguarded fused
 image's and the infrared image's. Pick on the training split; score the pick once on the test
 split with ``uaafusion fuse --guard`` and ``uaafusion evaluate``. ::
@@ -32,7 +34,7 @@ from experiments.record import write_record  # noqa: E402
 from experiments.region_swap import read_test_triples  # noqa: E402
 from uaafusion.data.boxes import boxes_to_class_mask  # noqa: E402
 from uaafusion.device import resolve_device  # noqa: E402
-from uaafusion.guard import Guard  # noqa: E402
+from uaafusion.guard import GUARD_GAIN, Guard  # noqa: E402
 from uaafusion.inference import load_models_for_inference, predict_classes  # noqa: E402
 from uaafusion.metrics.evaluate import BACKGROUND_CLASS_NAME, DEFAULT_BOX_CLASS_NAMES  # noqa: E402
 from uaafusion.metrics.segmentation import ConfusionMatrix  # noqa: E402
@@ -46,6 +48,12 @@ def scores(matrix: ConfusionMatrix) -> dict[str, Any]:
     iou = matrix.per_class_iou()
     return {"mIoU": matrix.miou(),
             "IoU": {name: None if np.isnan(value) else float(value) for name, value in zip(CLASS_NAMES, iou)}}
+
+
+def guard_name(guard: Guard) -> str:
+    """``radius R, sigma S[, missed][, gain G]`` (the gain only when it is not the default)."""
+    return (f"radius {guard.radius}, sigma {guard.sigma:g}{', missed' if guard.missed else ''}"
+            f"{'' if guard.gain == GUARD_GAIN else f', gain {guard.gain:g}'}")
 
 
 def sweep(segmenter: torch.nn.Module, split: Path, fused: Path, guards: dict[str, Guard],
@@ -84,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--radii", default="8,16,24", help="radii to try (pixels), comma-separated")
     parser.add_argument("--sigmas", default="8,16", help="Gaussian fades to try (pixels), comma-separated")
     parser.add_argument("--missed", default="no", help="no, yes or no,yes: without/with restoring lost objects")
+    parser.add_argument("--gains", default=f"{GUARD_GAIN:g}",
+                        help=f"how far the blurred region is scaled before clipping (default {GUARD_GAIN:g}), comma-separated")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default="reports/msrs-rerun/guard-sweep.json")
     args = parser.parse_args(argv)
@@ -92,10 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     models = load_models_for_inference(args.checkpoint, device)
     classes = tuple(CLASS_NAMES.index(name.strip()) for name in args.classes.split(","))
-    guards = {f"radius {radius}, sigma {sigma:g}{', missed' if missed == 'yes' else ''}":
-              Guard(classes, radius, sigma, missed == "yes")
+    guards = {guard_name(guard): guard
               for missed in args.missed.split(",")
-              for radius in map(int, args.radii.split(",")) for sigma in map(float, args.sigmas.split(","))}
+              for radius in map(int, args.radii.split(",")) for sigma in map(float, args.sigmas.split(","))
+              for gain in map(float, args.gains.split(","))
+              for guard in [Guard(classes, radius, sigma, missed == "yes", gain)]}
     started = time.perf_counter()
     results = sweep(models.segmenter, Path(args.split), Path(args.fused), guards, device)
     for key, result in results.items():

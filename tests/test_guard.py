@@ -91,12 +91,21 @@ def test_missed_brings_back_a_warm_person_the_fused_image_washed_out() -> None:
     assert bool((segmenter(restored).argmax(1) == PERSON)[..., 20:28, 20:28].all())
 
 
-def test_alpha_is_the_gained_blur_of_the_grown_region() -> None:
+@pytest.mark.parametrize("gain", [GUARD_GAIN, 1.0, 2.0])
+def test_alpha_is_the_gained_blur_of_the_grown_region(gain: float) -> None:
     region = torch.zeros(1, 40, 40, dtype=torch.bool)
     region[0, 18:22, 18:22] = True
-    guard = Guard((1,), radius=2, sigma=2.0)
-    expected = (GUARD_GAIN * gaussian_blur(grow(region[:, None].float(), 2), 2.0)).clamp(0, 1)
+    guard = Guard((1,), radius=2, sigma=2.0, gain=gain)
+    expected = (gain * gaussian_blur(grow(region[:, None].float(), 2), 2.0)).clamp(0, 1)
     assert torch.equal(guard.alpha(region), expected)
+
+
+def test_a_larger_gain_returns_more_of_the_fade_to_infrared() -> None:
+    region = torch.zeros(1, 40, 40, dtype=torch.bool)
+    region[0, 18:22, 18:22] = True
+    gentle, full = (Guard((1,), radius=2, sigma=2.0, gain=gain).alpha(region) for gain in (1.0, 2.0))
+    assert bool((full >= gentle).all()) and float(full.sum()) > float(gentle.sum())
+    assert float(full[0, 0, 20, 20]) == 1.0 and float(gentle[0, 0, 20, 20]) < 1.0
 
 
 def test_sigma_zero_is_a_hard_edge_at_the_grown_region() -> None:
@@ -108,6 +117,7 @@ def test_sigma_zero_is_a_hard_edge_at_the_grown_region() -> None:
 
 @pytest.mark.parametrize(("arguments", "message"), [
     (((),), "non-empty"), (((0,),), "background"), (((1,), -1), "radius"), (((1,), 4, -1.0), "sigma"),
+    (((1,), 4, 2.0, False, 0.0), "gain"),
 ])
 def test_bad_guard_settings_are_refused(arguments: tuple, message: str) -> None:
     with pytest.raises(ValueError, match=message):

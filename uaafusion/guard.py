@@ -9,7 +9,7 @@ and 21). The guard is a label-free step after the fusion network:
    background (class 0) on the infrared image ``I`` (false objects); with ``missed``, also pixels it
    assigns to a guarded class on ``I`` and not to that class on ``F`` (objects the fusion lost);
 2. ``alpha``: that region grown by ``radius`` pixels (city-block distance), blurred with a
-   Gaussian of ``sigma`` pixels and scaled by :data:`GUARD_GAIN` (clipped to [0, 1]), so that the
+   Gaussian of ``sigma`` pixels and scaled by ``gain`` (:data:`GUARD_GAIN`; clipped to [0, 1]), so that the
    region itself returns fully to the infrared image and the return fades out around it without a
    seam (``sigma`` 0: a hard edge, which the segmenter reads as new objects; item 21);
 3. ``alpha I + (1 - alpha) F``.
@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as functional
 
 GUARD_GAIN = 1.5
-"""The blurred region is multiplied by this before clipping: the region's own pixels reach alpha 1."""
+"""The blurred region is multiplied by this before clipping: the region's own pixels reach alpha 1
+(on the MSRS training pairs 1.25 to 2 score alike, item 21 of reports/msrs/discussion.md)."""
 
 BACKGROUND = 0
 """The class id of the background in every layout here."""
@@ -37,12 +38,14 @@ BACKGROUND = 0
 @dataclass(frozen=True)
 class Guard:
     """Which classes are guarded (ids, never the background), whether objects the fusion lost are
-    restored too (``missed``), and how wide the return to infrared is."""
+    restored too (``missed``), and how wide (``radius``, ``sigma``) and how full (``gain``) the return to
+    infrared is."""
 
     classes: tuple[int, ...]
     radius: int = 16
     sigma: float = 16.0
     missed: bool = False
+    gain: float = GUARD_GAIN
 
     def __post_init__(self) -> None:
         if not self.classes or any(isinstance(c, bool) or not isinstance(c, int) or c <= BACKGROUND
@@ -52,6 +55,8 @@ class Guard:
             raise ValueError(f"guard radius must be an integer >= 0, got {self.radius!r}")
         if not self.sigma >= 0:
             raise ValueError(f"guard sigma must be >= 0 (0: a hard edge), got {self.sigma!r}")
+        if not self.gain > 0:
+            raise ValueError(f"guard gain must be > 0, got {self.gain!r}")
 
     def region(self, fused_classes: torch.Tensor, ir_classes: torch.Tensor) -> torch.Tensor:
         """``bool (B, H, W)``: a guarded class on the fused image and background on the infrared one;
@@ -70,7 +75,7 @@ class Guard:
         grown = grow(region[:, None].float(), self.radius)
         if self.sigma == 0:
             return grown
-        return (GUARD_GAIN * gaussian_blur(grown, self.sigma)).clamp(0.0, 1.0)
+        return (self.gain * gaussian_blur(grown, self.sigma)).clamp(0.0, 1.0)
 
     def apply(self, fused: torch.Tensor, ir: torch.Tensor, segmenter: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """``fused, ir (B, 1, H, W)`` in [0, 1] -> ``(guarded (B, 1, H, W), alpha (B, 1, H, W))``.

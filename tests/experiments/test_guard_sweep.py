@@ -70,3 +70,23 @@ def test_the_command_records_every_setting(tmp_path: Path) -> None:
     assert set(document["results"]) == {"infrared", "fused", "radius 2, sigma 1", "radius 4, sigma 1"}
     for result in document["results"].values():
         assert 0 <= result["mIoU"] <= 1 and set(result["IoU"]) == set(CLASS_NAMES)
+
+
+def test_gains_are_named_in_the_record(tmp_path: Path) -> None:
+    split, fused = _split(tmp_path)
+    checkpoint = save_models(tmp_path / "models.pt", create_fusion_model("uaafusion", stages=1, features=4),
+                             create_segmenter(num_classes=len(CLASS_NAMES)))
+    out = tmp_path / "sweep.json"
+    assert main(["--checkpoint", str(checkpoint), "--split", str(split), "--fused", str(fused), "--radii", "2",
+                 "--sigmas", "2", "--missed", "yes", "--gains", "1,1.5,3", "--device", "cpu", "--out", str(out)]) == 0
+    assert set(json.loads(out.read_text())["results"]) == {
+        "infrared", "fused", "radius 2, sigma 2, missed, gain 1", "radius 2, sigma 2, missed",
+        "radius 2, sigma 2, missed, gain 3"}
+
+
+def test_a_larger_gain_returns_more_around_the_false_person(tmp_path: Path) -> None:
+    split, fused = _split(tmp_path)
+    guards = {f"gain {gain:g}": Guard((1,), radius=1, sigma=2.0, gain=gain) for gain in (1.0, 1.5, 3.0)}
+    results = sweep(BinningSegmenter(len(CLASS_NAMES)), split, fused, guards, torch.device("cpu"))
+    alphas = [results[key]["mean_alpha"] for key in guards]
+    assert 0 < alphas[0] < alphas[1] < alphas[2] < 1
