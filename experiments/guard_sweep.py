@@ -6,9 +6,8 @@ around that region it reaches (``radius``), how softly (``sigma``) and how fully
 keeps :data:`uaafusion.guard.GUARD_GAIN`) are chosen here: for every setting (``--missed yes``:
 restoring lost objects too), each pair's saved fused image is guarded (as ``uaafusion fuse --guard``
 would guard the network's output, here on the saved 8-bit luma), the segmenter predicts the guarded
-image, and the
-box-mask confusion matrices of the whole split give its set-level mIoU, beside the unguarded fused
-image's and the infrared image's. Pick on the training split; score the pick once on the test
+image, and the box-mask confusion matrices of the whole split give its set-level mIoU, beside the
+unguarded fused image's and the infrared image's. Pick on the training split; score the pick once on the test
 split with ``uaafusion fuse --guard`` and ``uaafusion evaluate``. ::
 
     python experiments/guard_sweep.py --checkpoint models/msrs/uaafusion.pt \\

@@ -9,9 +9,9 @@ and 21). The guard is a label-free step after the fusion network:
    background (class 0) on the infrared image ``I`` (false objects); with ``missed``, also pixels it
    assigns to a guarded class on ``I`` and not to that class on ``F`` (objects the fusion lost);
 2. ``alpha``: that region grown by ``radius`` pixels (city-block distance), blurred with a
-   Gaussian of ``sigma`` pixels and scaled by ``gain`` (:data:`GUARD_GAIN`; clipped to [0, 1]), so that the
-   region itself returns fully to the infrared image and the return fades out around it without a
-   seam (``sigma`` 0: a hard edge, which the segmenter reads as new objects; item 21);
+   Gaussian of ``sigma`` pixels and scaled by ``gain`` (:data:`GUARD_GAIN`; clipped to [0, 1]), so
+   that the region itself returns fully to the infrared image and the return fades out around it
+   without a seam (``sigma`` 0: a hard edge, which the segmenter reads as new objects; item 21);
 3. ``alpha I + (1 - alpha) F``.
 
 It is off unless ``model.fusion.guard`` names classes (or ``uaafusion fuse --guard``). The fusion
