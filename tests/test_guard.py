@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from uaafusion.guard import GUARD_GAIN, Guard, gaussian_blur, grow, guard_from_spec
+from uaafusion.guard import DEFAULT_RADIUS, DEFAULT_SIGMA, GUARD_GAIN, Guard, gaussian_blur, grow, guard_from_spec
 
 PERSON = 2
 
@@ -127,3 +127,17 @@ def test_bad_guard_settings_are_refused(arguments: tuple, message: str) -> None:
 def test_guard_from_spec_is_none_without_classes() -> None:
     assert guard_from_spec([]) is None
     assert guard_from_spec([1, 3], 8, 4, 1) == Guard((1, 3), 8, 4.0, missed=True)
+
+
+def test_params_the_cli_and_the_model_share_the_guards_defaults() -> None:
+    from uaafusion.cli import build_parser
+    from uaafusion.config import FusionModelConfig
+    from uaafusion.models import create_fusion_model
+
+    fusion = FusionModelConfig()
+    assert (fusion.guard_radius, fusion.guard_sigma) == (DEFAULT_RADIUS, DEFAULT_SIGMA)
+    args = build_parser().parse_args(["fuse", "--ir", "a.png", "--vi", "b.png", "--out", "c.png"])
+    assert (args.guard_radius, args.guard_sigma) == (DEFAULT_RADIUS, DEFAULT_SIGMA)
+    spec = create_fusion_model("uaafusion", stages=1, features=4).spec
+    assert (spec["guard_radius"], spec["guard_sigma"]) == (DEFAULT_RADIUS, DEFAULT_SIGMA)
+    assert (Guard((1,)).radius, Guard((1,)).sigma) == (DEFAULT_RADIUS, DEFAULT_SIGMA)

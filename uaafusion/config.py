@@ -91,8 +91,8 @@ class FusionModelConfig:
     # shows them); there they return to the infrared image, over guard_radius pixels and a
     # Gaussian fade of guard_sigma pixels. Empty: off.
     guard: tuple[str, ...] = ()
-    guard_radius: int = 16
-    guard_sigma: float = 16.0
+    guard_radius: int = 16      # uaafusion.guard.DEFAULT_RADIUS (a literal here: params load without torch)
+    guard_sigma: float = 16.0   # uaafusion.guard.DEFAULT_SIGMA
     guard_missed: bool = False
 
     def check(self, prefix: str) -> None:

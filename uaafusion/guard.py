@@ -31,6 +31,15 @@ GUARD_GAIN = 1.5
 """The blurred region is multiplied by this before clipping: the region's own pixels reach alpha 1
 (on the MSRS training pairs 1.25 to 2 score alike, item 21 of reports/msrs/discussion.md)."""
 
+DEFAULT_RADIUS = 16
+"""Pixels the region grows by unless told otherwise."""
+
+DEFAULT_SIGMA = 16.0
+"""The Gaussian fade in pixels unless told otherwise. ``model.fusion.guard_radius``/``guard_sigma``
+(uaafusion/config.py) and ``uaafusion fuse --guard-radius/--guard-sigma`` restate both defaults as
+literals, so that loading params and building the CLI never import torch; tests/test_guard.py
+holds them equal."""
+
 BACKGROUND = 0
 """The class id of the background in every layout here."""
 
@@ -42,8 +51,8 @@ class Guard:
     infrared is."""
 
     classes: tuple[int, ...]
-    radius: int = 16
-    sigma: float = 16.0
+    radius: int = DEFAULT_RADIUS
+    sigma: float = DEFAULT_SIGMA
     missed: bool = False
     gain: float = GUARD_GAIN
 
@@ -93,7 +102,8 @@ class Guard:
         return alpha * ir + (1.0 - alpha) * fused, alpha
 
 
-def guard_from_spec(classes, radius: int = 16, sigma: float = 16.0, missed: bool = False) -> Guard | None:
+def guard_from_spec(classes, radius: int = DEFAULT_RADIUS, sigma: float = DEFAULT_SIGMA,
+                    missed: bool = False) -> Guard | None:
     """A :class:`Guard` from a model spec's ``guard_classes``/``_radius``/``_sigma``/``_missed``; None when no class."""
     if not classes:
         return None

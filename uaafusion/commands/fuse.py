@@ -75,6 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--guard", metavar="CLASSES", default=None,
                         help="infrared guard: comma-separated class names (e.g. person) that may not appear where "
                              "the infrared image shows background, or 'none' (default: the checkpoint's setting)")
+    # The defaults are uaafusion.guard.DEFAULT_RADIUS and DEFAULT_SIGMA, restated: building the CLI imports no torch.
     parser.add_argument("--guard-radius", type=int, default=16, help="guard: pixels the region grows by (default 16)")
     parser.add_argument("--guard-sigma", type=float, default=16.0, help="guard: Gaussian fade in pixels (default 16)")
     parser.add_argument("--guard-missed", action="store_true",

@@ -39,7 +39,7 @@ from uaafusion.attribution import (
     pathway_attention,
 )
 from uaafusion.errors import ConfigError, DataError
-from uaafusion.guard import guard_from_spec
+from uaafusion.guard import DEFAULT_RADIUS, DEFAULT_SIGMA, guard_from_spec
 from uaafusion.models.memory import ConvLSTMCell
 
 
@@ -95,8 +95,8 @@ class UnfoldingFusionNet(nn.Module):
         attribution_scale: float = 1.0,
         inference_mask: str = "average",
         guard_classes: list[int] | tuple[int, ...] = (),
-        guard_radius: int = 16,
-        guard_sigma: float = 16.0,
+        guard_radius: int = DEFAULT_RADIUS,
+        guard_sigma: float = DEFAULT_SIGMA,
         guard_missed: bool = False,
     ) -> None:
         super().__init__()
