@@ -155,6 +155,12 @@ class TrainConfig:
     # steps): a random blend a I + (1 - a) V of the two sources, a ~ U(0, 1) per sample, so the
     # segmenter learns to read mixtures of the sources such as fused images (0 = off, METHOD.md).
     mixed_sources: float = 0.0
+    # Weight of the segmenter's loss on the visible image (pretraining, segmentation stage, joint
+    # steps). 1: METHOD.md (cross-entropy on F, I and V alike); 0 leaves the visible image out of the
+    # segmenter's training: on MSRS at night the box labels mark people the visible image does not
+    # show, and a segmenter fitted to that reads visible textures as people
+    # (reports/msrs/discussion.md, items 16 and 23).
+    visible_weight: float = 1.0
 
     def check(self, prefix: str) -> None:
         for name in ("rounds", "pretrain_epochs", "fusion_epochs", "segmentation_epochs", "joint_epochs", "retries"):
@@ -165,6 +171,8 @@ class TrainConfig:
         _require(self.grad_clip >= 0, f"{prefix}.grad_clip", "a number >= 0 (0 = off)", self.grad_clip)
         _require(self.mixed_sources >= 0, f"{prefix}.mixed_sources", "a loss weight >= 0 (0 = off)",
                  self.mixed_sources)
+        _require(self.visible_weight >= 0, f"{prefix}.visible_weight", "a loss weight >= 0 (0 = off, 1 = METHOD.md)",
+                 self.visible_weight)
 
 
 @dataclass(frozen=True)

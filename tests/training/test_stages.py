@@ -178,6 +178,27 @@ def test_mixed_sources_train_the_segmenter_on_random_blends_of_the_sources(tiny_
         tiny_params(tiny_data, **{"train.mixed_sources": -1})
 
 
+def test_visible_weight_scales_or_drops_the_segmenters_loss_on_the_visible_image(tiny_data: Path, tmp_path: Path) -> None:
+    assert tiny_params(tiny_data).train.visible_weight == 1.0  # the default: METHOD.md, F, I and V alike
+    trained_stages = ("pretrain", "round-1/segmentation")
+    for weight in (0.5, 0.0):
+        run_training(tiny_params(tiny_data, **{"train.visible_weight": weight}), tmp_path / f"vi-{weight}")
+        steps = [row for row in read_history(tmp_path / f"vi-{weight}")["steps"] if row["stage"] in trained_stages]
+        assert set(trained_stages) == {row["stage"] for row in steps}
+        for row in steps:
+            others = row["loss_ir"] + row.get("loss_fused", 0.0)
+            if weight == 0.0:  # the visible image is not run at all
+                assert "loss_vi" not in row and row["loss"] == pytest.approx(others, rel=1e-5)
+            else:
+                assert row["loss"] == pytest.approx(others + weight * row["loss_vi"], rel=1e-5)
+    # Leaving the visible image out trains another segmenter (the pretraining differs from step 1 on).
+    plain = [row["loss_ir"] for row in read_history(tmp_path / "vi-0.5")["steps"] if row["stage"] == "pretrain"]
+    infrared_only = [row["loss_ir"] for row in read_history(tmp_path / "vi-0.0")["steps"] if row["stage"] == "pretrain"]
+    assert plain[0] == pytest.approx(infrared_only[0]) and plain[1:] != pytest.approx(infrared_only[1:])
+    with pytest.raises(ConfigError, match="train.visible_weight"):
+        tiny_params(tiny_data, **{"train.visible_weight": -0.5})
+
+
 def test_fusion_stage_can_train_with_the_inference_mask(tiny_data: Path, tmp_path: Path) -> None:
     from uaafusion.attribution import labels_to_one_hot, modality_weights
     from uaafusion.data.datasets import create_dataset

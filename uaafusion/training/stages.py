@@ -357,16 +357,18 @@ def _segmenter_loss(context: TrainingContext, inputs: Mapping[str, torch.Tensor]
 
     Returns ``(total, per input)``: each input's segmentation loss (cross-entropy, Dice per
     ``loss.dice``, the class weights), summed with weight 1, except ``"mixed"`` (the blend of the
-    sources) with ``train.mixed_sources``.
+    sources) with ``train.mixed_sources`` and ``"vi"`` with ``train.visible_weight``. An input of
+    weight 0 is not run at all (and has no entry in ``per input``).
     """
     from uaafusion.losses import segmentation_loss
 
     params = context.params
+    input_weights = {"mixed": params.train.mixed_sources, "vi": params.train.visible_weight}
+    weighted = {name: (image, input_weights.get(name, 1.0)) for name, image in inputs.items()}
     losses = {name: segmentation_loss(context.segmenter(image), labels, params.data.ignore_index, params.loss.dice,
                                       context.class_weights)
-              for name, image in inputs.items()}
-    total = torch.stack([value * (params.train.mixed_sources if name == "mixed" else 1.0)
-                         for name, value in losses.items()]).sum()
+              for name, (image, weight) in weighted.items() if weight > 0}
+    total = torch.stack([value * weighted[name][1] for name, value in losses.items()]).sum()
     return total, losses
 
 
