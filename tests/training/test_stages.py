@@ -192,9 +192,9 @@ def test_visible_weight_scales_or_drops_the_segmenters_loss_on_the_visible_image
             else:
                 assert row["loss"] == pytest.approx(others + weight * row["loss_vi"], rel=1e-5)
     # Leaving the visible image out trains another segmenter (the pretraining differs from step 1 on).
-    plain = [row["loss_ir"] for row in read_history(tmp_path / "vi-0.5")["steps"] if row["stage"] == "pretrain"]
+    half_visible = [row["loss_ir"] for row in read_history(tmp_path / "vi-0.5")["steps"] if row["stage"] == "pretrain"]
     infrared_only = [row["loss_ir"] for row in read_history(tmp_path / "vi-0.0")["steps"] if row["stage"] == "pretrain"]
-    assert plain[0] == pytest.approx(infrared_only[0]) and plain[1:] != pytest.approx(infrared_only[1:])
+    assert half_visible[0] == pytest.approx(infrared_only[0]) and half_visible[1:] != pytest.approx(infrared_only[1:])
     with pytest.raises(ConfigError, match="train.visible_weight"):
         tiny_params(tiny_data, **{"train.visible_weight": -0.5})
 

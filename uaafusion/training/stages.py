@@ -363,12 +363,12 @@ def _segmenter_loss(context: TrainingContext, inputs: Mapping[str, torch.Tensor]
     from uaafusion.losses import segmentation_loss
 
     params = context.params
-    input_weights = {"mixed": params.train.mixed_sources, "vi": params.train.visible_weight}
-    weighted = {name: (image, input_weights.get(name, 1.0)) for name, image in inputs.items()}
+    special_weights = {"mixed": params.train.mixed_sources, "vi": params.train.visible_weight}
+    weights = {name: special_weights.get(name, 1.0) for name in inputs}
     losses = {name: segmentation_loss(context.segmenter(image), labels, params.data.ignore_index, params.loss.dice,
                                       context.class_weights)
-              for name, (image, weight) in weighted.items() if weight > 0}
-    total = torch.stack([value * weighted[name][1] for name, value in losses.items()]).sum()
+              for name, image in inputs.items() if weights[name] > 0}
+    total = torch.stack([weights[name] * value for name, value in losses.items()]).sum()
     return total, losses
 
 
