@@ -4,7 +4,8 @@ The infrared guard (``uaafusion/guard.py``) returns the fused image to the infra
 segmenter sees a guarded class on the fused image and background on the infrared image. How far
 around that region it reaches (``radius``), how softly (``sigma``) and how fully (``gain``; the package
 keeps :data:`uaafusion.guard.GUARD_GAIN`) are chosen here: for every setting (``--missed yes``:
-restoring lost objects too), each pair's saved fused image is guarded (as ``uaafusion fuse --guard``
+restoring lost objects too; ``--missed all``: returning every pixel the segmenter calls a guarded class
+on the infrared image, :class:`InfraredObjectsGuard`), each pair's saved fused image is guarded (as ``uaafusion fuse --guard``
 would guard the network's output, here on the saved 8-bit luma), the segmenter predicts the guarded
 image, and the box-mask confusion matrices of the whole split give its set-level mIoU, beside the
 unguarded fused image's and the infrared image's. Pick on the training split; score the pick once on the test
@@ -33,12 +34,35 @@ from experiments.record import write_record  # noqa: E402
 from experiments.region_swap import read_test_triples  # noqa: E402
 from uaafusion.data.boxes import boxes_to_class_mask  # noqa: E402
 from uaafusion.device import resolve_device  # noqa: E402
-from uaafusion.guard import GUARD_GAIN, Guard  # noqa: E402
+from uaafusion.guard import BACKGROUND, GUARD_GAIN, Guard  # noqa: E402
 from uaafusion.inference import load_models_for_inference, predict_classes  # noqa: E402
 from uaafusion.metrics.evaluate import BACKGROUND_CLASS_NAME, DEFAULT_BOX_CLASS_NAMES  # noqa: E402
 from uaafusion.metrics.segmentation import ConfusionMatrix  # noqa: E402
 
 CLASS_NAMES = (BACKGROUND_CLASS_NAME, *DEFAULT_BOX_CLASS_NAMES)
+MISSED_CHOICES = ("no", "yes", "all")
+
+
+class InfraredObjectsGuard(Guard):
+    """The guard with the widest region tried (discussion item 24): false objects as :class:`Guard`'s,
+    and every pixel the segmenter assigns to a guarded class on the infrared image, whatever it
+    sees on the fused image (``missed`` only takes those it does not see there)."""
+
+    def region(self, fused_classes: torch.Tensor, ir_classes: torch.Tensor) -> torch.Tensor:
+        """``bool (B, H, W)``: (a guarded class on ``F`` and background on ``I``) or a guarded class on ``I``."""
+        on_fused = torch.zeros_like(fused_classes, dtype=torch.bool)
+        on_infrared = torch.zeros_like(ir_classes, dtype=torch.bool)
+        for class_id in self.classes:
+            on_fused |= fused_classes == class_id
+            on_infrared |= ir_classes == class_id
+        return (on_fused & (ir_classes == BACKGROUND)) | on_infrared
+
+
+def make_guard(classes: tuple[int, ...], radius: int, sigma: float, missed: str, gain: float) -> Guard:
+    """The guard of one ``--missed`` choice (see :data:`MISSED_CHOICES`)."""
+    if missed == "all":
+        return InfraredObjectsGuard(classes, radius, sigma, True, gain)
+    return Guard(classes, radius, sigma, missed == "yes", gain)
 
 
 def scores(matrix: ConfusionMatrix) -> dict[str, Any]:
@@ -50,8 +74,11 @@ def scores(matrix: ConfusionMatrix) -> dict[str, Any]:
 
 
 def guard_name(guard: Guard) -> str:
-    """``radius R, sigma S[, missed][, gain G]`` (the gain only when it is not the default)."""
-    return (f"radius {guard.radius}, sigma {guard.sigma:g}{', missed' if guard.missed else ''}"
+    """``radius R, sigma S[, missed | , all infrared objects][, gain G]`` (the gain only when it is not
+    the default)."""
+    restored = (", all infrared objects" if isinstance(guard, InfraredObjectsGuard)
+                else ", missed" if guard.missed else "")
+    return (f"radius {guard.radius}, sigma {guard.sigma:g}{restored}"
             f"{'' if guard.gain == GUARD_GAIN else f', gain {guard.gain:g}'}")
 
 
@@ -90,14 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classes", default="person", help="guarded class names, comma-separated")
     parser.add_argument("--radii", default="8,16,24", help="radii to try (pixels), comma-separated")
     parser.add_argument("--sigmas", default="8,16", help="Gaussian fades to try (pixels), comma-separated")
-    parser.add_argument("--missed", default="no", help="no, yes or no,yes: without/with restoring lost objects")
+    parser.add_argument("--missed", default="no", help="no, yes, all or a comma-separated list: no restoring, restoring lost objects, "
+                             "returning every infrared object")
     parser.add_argument("--gains", default=f"{GUARD_GAIN:g}",
                         help=f"how far the blurred region is scaled before clipping (default {GUARD_GAIN:g}), comma-separated")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default="reports/msrs-rerun/guard-sweep.json")
     args = parser.parse_args(argv)
-    if not set(args.missed.split(",")) <= {"no", "yes"}:
-        parser.error(f"--missed {args.missed!r}: expected no, yes or no,yes")
+    if not set(args.missed.split(",")) <= set(MISSED_CHOICES):
+        parser.error(f"--missed {args.missed!r}: expected a comma-separated list of {', '.join(MISSED_CHOICES)}")
     device = resolve_device(args.device)
     models = load_models_for_inference(args.checkpoint, device)
     classes = tuple(CLASS_NAMES.index(name.strip()) for name in args.classes.split(","))
@@ -105,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
               for missed in args.missed.split(",")
               for radius in map(int, args.radii.split(",")) for sigma in map(float, args.sigmas.split(","))
               for gain in map(float, args.gains.split(","))
-              for guard in [Guard(classes, radius, sigma, missed == "yes", gain)]}
+              for guard in [make_guard(classes, radius, sigma, missed, gain)]}
     started = time.perf_counter()
     results = sweep(models.segmenter, Path(args.split), Path(args.fused), guards, device)
     for key, result in results.items():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.guard_sweep import CLASS_NAMES, main, scores, sweep
+from experiments.guard_sweep import CLASS_NAMES, InfraredObjectsGuard, main, scores, sweep
 from tests.metrics.evaluation_fixtures import BinningSegmenter, save_image, write_boxes
 from uaafusion.guard import Guard
 from uaafusion.metrics.segmentation import ConfusionMatrix
@@ -90,3 +90,26 @@ def test_a_larger_gain_returns_more_around_the_false_person(tmp_path: Path) -> N
     results = sweep(BinningSegmenter(len(CLASS_NAMES)), split, fused, guards, torch.device("cpu"))
     alphas = [results[key]["mean_alpha"] for key in guards]
     assert 0 < alphas[0] < alphas[1] < alphas[2] < 1
+
+
+def test_the_widest_guard_returns_every_infrared_object_and_the_false_ones() -> None:
+    # Pixels: person on both, person on fused only (false), person on infrared only (lost), car on fused only.
+    fused_classes = torch.tensor([[[1, 1, 0, 3, 0]]])
+    ir_classes = torch.tensor([[[1, 0, 1, 0, 0]]])
+    assert Guard((1,), missed=True).region(fused_classes, ir_classes).tolist() == [[[False, True, True, False, False]]]
+    assert InfraredObjectsGuard((1,)).region(fused_classes, ir_classes).tolist() == [[[True, True, True, False, False]]]
+    assert InfraredObjectsGuard((1, 3)).region(fused_classes, ir_classes).tolist() == [[[True, True, True, True, False]]]
+
+
+def test_missed_all_is_named_in_the_record_and_a_wrong_choice_is_refused(tmp_path: Path) -> None:
+    split, fused = _split(tmp_path)
+    checkpoint = save_models(tmp_path / "models.pt", create_fusion_model("uaafusion", stages=1, features=4),
+                             create_segmenter(num_classes=len(CLASS_NAMES)))
+    out = tmp_path / "sweep.json"
+    common = ["--checkpoint", str(checkpoint), "--split", str(split), "--fused", str(fused), "--radii", "2",
+              "--sigmas", "2", "--device", "cpu", "--out", str(out)]
+    assert main([*common, "--missed", "yes,all"]) == 0
+    assert set(json.loads(out.read_text())["results"]) == {
+        "infrared", "fused", "radius 2, sigma 2, missed", "radius 2, sigma 2, all infrared objects"}
+    with pytest.raises(SystemExit):
+        main([*common, "--missed", "every"])
