@@ -34,7 +34,7 @@ from experiments.record import write_record  # noqa: E402
 from experiments.region_swap import read_test_triples  # noqa: E402
 from uaafusion.data.boxes import boxes_to_class_mask  # noqa: E402
 from uaafusion.device import resolve_device  # noqa: E402
-from uaafusion.guard import BACKGROUND, GUARD_GAIN, Guard  # noqa: E402
+from uaafusion.guard import GUARD_GAIN, Guard  # noqa: E402
 from uaafusion.inference import load_models_for_inference, predict_classes  # noqa: E402
 from uaafusion.metrics.evaluate import BACKGROUND_CLASS_NAME, DEFAULT_BOX_CLASS_NAMES  # noqa: E402
 from uaafusion.metrics.segmentation import ConfusionMatrix  # noqa: E402
@@ -49,13 +49,12 @@ class InfraredObjectsGuard(Guard):
     sees on the fused image (``missed`` only takes those it does not see there)."""
 
     def region(self, fused_classes: torch.Tensor, ir_classes: torch.Tensor) -> torch.Tensor:
-        """``bool (B, H, W)``: (a guarded class on ``F`` and background on ``I``) or a guarded class on ``I``."""
-        on_fused = torch.zeros_like(fused_classes, dtype=torch.bool)
+        """``bool (B, H, W)``: :meth:`Guard.region` (its lost objects lie inside the infrared ones) or a
+        guarded class on ``I``."""
         on_infrared = torch.zeros_like(ir_classes, dtype=torch.bool)
         for class_id in self.classes:
-            on_fused |= fused_classes == class_id
             on_infrared |= ir_classes == class_id
-        return (on_fused & (ir_classes == BACKGROUND)) | on_infrared
+        return super().region(fused_classes, ir_classes) | on_infrared
 
 
 def make_guard(classes: tuple[int, ...], radius: int, sigma: float, missed: str, gain: float) -> Guard:
@@ -117,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classes", default="person", help="guarded class names, comma-separated")
     parser.add_argument("--radii", default="8,16,24", help="radii to try (pixels), comma-separated")
     parser.add_argument("--sigmas", default="8,16", help="Gaussian fades to try (pixels), comma-separated")
-    parser.add_argument("--missed", default="no", help="no, yes, all or a comma-separated list: no restoring, restoring lost objects, "
+    parser.add_argument("--missed", default="no",
+                        help="no, yes, all or a comma-separated list of them: no restoring, restoring lost objects, "
                              "returning every infrared object")
     parser.add_argument("--gains", default=f"{GUARD_GAIN:g}",
                         help=f"how far the blurred region is scaled before clipping (default {GUARD_GAIN:g}), comma-separated")
