@@ -161,6 +161,10 @@ class TrainConfig:
     # show, and a segmenter fitted to that reads visible textures as people
     # (reports/msrs/discussion.md, items 16 and 23).
     visible_weight: float = 1.0
+    # Which labels the segmenter's loss on the visible image uses: "all" (METHOD.md) or "background"
+    # (the object pixels are ignored there, so the visible image only teaches that its textures are
+    # background, never to find a person it may not show; reports/msrs/discussion.md, item 26).
+    visible_labels: Literal["all", "background"] = "all"
 
     def check(self, prefix: str) -> None:
         for name in ("rounds", "pretrain_epochs", "fusion_epochs", "segmentation_epochs", "joint_epochs", "retries"):

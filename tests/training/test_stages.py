@@ -18,6 +18,7 @@ from uaafusion.config import params_from_dict
 from uaafusion.data.synthetic import write_synthetic_dataset
 from uaafusion.errors import ConfigError, TrainingError
 from uaafusion.training import read_history, run_training, training_units
+from uaafusion.training.stages import background_only
 from uaafusion.training.state import STATE_FILE_NAME
 
 
@@ -197,6 +198,28 @@ def test_visible_weight_scales_or_drops_the_segmenters_loss_on_the_visible_image
     assert half_visible[0] == pytest.approx(infrared_only[0]) and half_visible[1:] != pytest.approx(infrared_only[1:])
     with pytest.raises(ConfigError, match="train.visible_weight"):
         tiny_params(tiny_data, **{"train.visible_weight": -0.5})
+
+
+def test_background_only_ignores_the_object_pixels_and_keeps_background_and_ignored() -> None:
+    labels = torch.tensor([[[0, 1, 2], [3, 255, 0]]])
+    assert background_only(labels, 255).tolist() == [[[0, 255, 255], [255, 255, 0]]]
+    assert labels.tolist() == [[[0, 1, 2], [3, 255, 0]]]  # the caller's labels are not changed
+
+
+def test_visible_labels_background_trains_the_visible_image_on_its_background_only(tiny_data: Path,
+                                                                                    tmp_path: Path) -> None:
+    assert tiny_params(tiny_data).train.visible_labels == "all"  # the default: METHOD.md
+    run_training(tiny_params(tiny_data), tmp_path / "all")
+    run_training(tiny_params(tiny_data, **{"train.visible_labels": "background"}), tmp_path / "background")
+    pretrain = {name: [row for row in read_history(tmp_path / name)["steps"] if row["stage"] == "pretrain"]
+                for name in ("all", "background")}
+    first_all, first_background = pretrain["all"][0], pretrain["background"][0]
+    # Same segmenter at step 1: the infrared loss is the same, the visible one scores fewer pixels.
+    assert first_background["loss_ir"] == pytest.approx(first_all["loss_ir"], rel=1e-6)
+    assert first_background["loss_vi"] != pytest.approx(first_all["loss_vi"], rel=1e-3)
+    assert first_background["loss"] == pytest.approx(first_background["loss_ir"] + first_background["loss_vi"], rel=1e-5)
+    with pytest.raises(ConfigError, match="train.visible_labels"):
+        tiny_params(tiny_data, **{"train.visible_labels": "objects"})
 
 
 def test_fusion_stage_can_train_with_the_inference_mask(tiny_data: Path, tmp_path: Path) -> None:

@@ -358,18 +358,29 @@ def _segmenter_loss(context: TrainingContext, inputs: Mapping[str, torch.Tensor]
     Returns ``(total, per input)``: each input's segmentation loss (cross-entropy, Dice per
     ``loss.dice``, the class weights), summed with weight 1, except ``"mixed"`` (the blend of the
     sources) with ``train.mixed_sources`` and ``"vi"`` with ``train.visible_weight``. An input of
-    weight 0 is not run at all (and has no entry in ``per input``).
+    weight 0 is not run at all (and has no entry in ``per input``). With ``train.visible_labels:
+    background`` the visible image's loss ignores the object pixels (:func:`background_only`).
     """
     from uaafusion.losses import segmentation_loss
 
     params = context.params
+    ignore_index = params.data.ignore_index
     special_weights = {"mixed": params.train.mixed_sources, "vi": params.train.visible_weight}
     weights = {name: special_weights.get(name, 1.0) for name in inputs}
-    losses = {name: segmentation_loss(context.segmenter(image), labels, params.data.ignore_index, params.loss.dice,
+    targets = {name: labels for name in inputs}
+    if params.train.visible_labels == "background":
+        targets["vi"] = background_only(labels, ignore_index)
+    losses = {name: segmentation_loss(context.segmenter(image), targets[name], ignore_index, params.loss.dice,
                                       context.class_weights)
               for name, image in inputs.items() if weights[name] > 0}
     total = torch.stack([weights[name] * value for name, value in losses.items()]).sum()
     return total, losses
+
+
+def background_only(labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """``labels`` ``int64 (B, H, W)`` with every object pixel (class > 0, the background is class 0)
+    set to ``ignore_index``: the background stays labelled, the objects are not scored."""
+    return labels.masked_fill((labels != 0) & (labels != ignore_index), ignore_index)
 
 
 def _fusion_epoch(context: TrainingContext, unit: str, weights: Mapping[str, torch.Tensor],
