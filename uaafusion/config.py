@@ -163,7 +163,7 @@ class TrainConfig:
     visible_weight: float = 1.0
     # Which labels the segmenter's loss on the visible image uses: "all" (METHOD.md) or "background"
     # (the object pixels are ignored there, so the visible image only teaches that its textures are
-    # background, never to find a person it may not show; reports/msrs/discussion.md, item 26).
+    # background, never to find a person it may not show; reports/msrs/discussion.md, item 25).
     visible_labels: Literal["all", "background"] = "all"
 
     def check(self, prefix: str) -> None:
