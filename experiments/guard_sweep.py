@@ -57,11 +57,12 @@ class InfraredObjectsGuard(Guard):
         return super().region(fused_classes, ir_classes) | on_infrared
 
 
-def make_guard(classes: tuple[int, ...], radius: int, sigma: float, missed: str, gain: float) -> Guard:
-    """The guard of one ``--missed`` choice (see :data:`MISSED_CHOICES`)."""
-    if missed == "all":
-        return InfraredObjectsGuard(classes, radius, sigma, True, gain)
-    return Guard(classes, radius, sigma, missed == "yes", gain)
+def make_guard(classes: tuple[int, ...], radius: int, sigma: float, missed: str, gain: float,
+               keep: tuple[int, ...] = (), keep_sigma: float = 0.0) -> Guard:
+    """The guard of one ``--missed`` choice (see :data:`MISSED_CHOICES`), leaving the ``keep`` classes
+    of the fused image alone (faded over ``keep_sigma`` pixels)."""
+    kind = InfraredObjectsGuard if missed == "all" else Guard
+    return kind(classes, radius, sigma, missed != "no", gain, keep, keep_sigma)
 
 
 def scores(matrix: ConfusionMatrix) -> dict[str, Any]:
@@ -73,12 +74,18 @@ def scores(matrix: ConfusionMatrix) -> dict[str, Any]:
 
 
 def guard_name(guard: Guard) -> str:
-    """``radius R, sigma S[, missed | , all infrared objects][, gain G]`` (the gain only when it is not
-    the default)."""
+    """``radius R, sigma S[, missed | , all infrared objects][, gain G][, keep car sigma K]`` (the gain only
+    when it is not the default)."""
     restored = (", all infrared objects" if isinstance(guard, InfraredObjectsGuard)
                 else ", missed" if guard.missed else "")
     return (f"radius {guard.radius}, sigma {guard.sigma:g}{restored}"
-            f"{'' if guard.gain == GUARD_GAIN else f', gain {guard.gain:g}'}")
+            f"{'' if guard.gain == GUARD_GAIN else f', gain {guard.gain:g}'}"
+            f"{f', keep {joined_names(guard.keep)} sigma {guard.keep_sigma:g}' if guard.keep else ''}")
+
+
+def joined_names(class_ids: tuple[int, ...]) -> str:
+    """``(3,)`` -> ``car``: class ids as their names, joined by ``+``."""
+    return "+".join(CLASS_NAMES[class_id] for class_id in class_ids)
 
 
 def sweep(segmenter: torch.nn.Module, split: Path, fused: Path, guards: dict[str, Guard],
@@ -108,6 +115,15 @@ def sweep(segmenter: torch.nn.Module, split: Path, fused: Path, guards: dict[str
     return results
 
 
+def class_ids(text: str) -> tuple[int, ...]:
+    """``person,car`` -> ``(1, 3)``; SystemExit naming the class when it is not one of :data:`CLASS_NAMES`."""
+    names = [name.strip() for name in text.split(",")]
+    unknown = [name for name in names if name not in CLASS_NAMES[1:]]
+    if unknown:
+        raise SystemExit(f"unknown class {', '.join(unknown)}: expected names from {', '.join(CLASS_NAMES[1:])}")
+    return tuple(CLASS_NAMES.index(name) for name in names)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default="models/msrs/uaafusion.pt", help="the model whose segmenter guards")
@@ -121,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
                              "returning every infrared object")
     parser.add_argument("--gains", default=f"{GUARD_GAIN:g}",
                         help=f"how far the blurred region is scaled before clipping (default {GUARD_GAIN:g}), comma-separated")
+    parser.add_argument("--keep", default="",
+                        help="class names of the fused image the guard leaves alone (e.g. car), comma-separated; "
+                             "each setting is tried with and without them")
+    parser.add_argument("--keep-sigmas", default="0",
+                        help="fades of the kept classes to try (pixels), comma-separated")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default="reports/msrs-rerun/guard-sweep.json")
     args = parser.parse_args(argv)
@@ -128,12 +149,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--missed {args.missed!r}: expected a comma-separated list of {', '.join(MISSED_CHOICES)}")
     device = resolve_device(args.device)
     models = load_models_for_inference(args.checkpoint, device)
-    classes = tuple(CLASS_NAMES.index(name.strip()) for name in args.classes.split(","))
+    classes = class_ids(args.classes)
+    keeps = [((), 0.0)] + ([(class_ids(args.keep), float(keep_sigma)) for keep_sigma in args.keep_sigmas.split(",")]
+                           if args.keep else [])
     guards = {guard_name(guard): guard
               for missed in args.missed.split(",")
               for radius in map(int, args.radii.split(",")) for sigma in map(float, args.sigmas.split(","))
               for gain in map(float, args.gains.split(","))
-              for guard in [make_guard(classes, radius, sigma, missed, gain)]}
+              for keep, keep_sigma in keeps
+              for guard in [make_guard(classes, radius, sigma, missed, gain, keep, keep_sigma)]}
     started = time.perf_counter()
     results = sweep(models.segmenter, Path(args.split), Path(args.fused), guards, device)
     for key, result in results.items():
@@ -141,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                               for name, value in result["IoU"].items())
         print(f"{key:24s} mIoU {result['mIoU']:.4f} ({per_class})")
     write_record(args.out, "guard_sweep.py", params="", split=args.split, fused=args.fused,
-                 checkpoint=args.checkpoint, classes=args.classes,
+                 checkpoint=args.checkpoint, classes=args.classes, keep=args.keep,
                  seconds=round(time.perf_counter() - started, 1), results=results)
     return 0
 

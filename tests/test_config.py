@@ -50,7 +50,7 @@ def test_unknown_key_names_dotted_key_and_allowed_keys(tmp_path):
 
 
 def test_unknown_nested_and_top_level_keys(tmp_path):
-    with pytest.raises(ConfigError, match=r"model\.fusion\.depth.*allowed keys in model\.fusion: features, guard, guard_missed, guard_radius, guard_sigma, inference_mask, name, stages"):
+    with pytest.raises(ConfigError, match=r"model\.fusion\.depth.*allowed keys in model\.fusion: features, guard, guard_keep, guard_keep_sigma, guard_missed, guard_radius, guard_sigma, inference_mask, name, stages"):
         load_params(write_params(tmp_path, {"model": {"fusion": {"depth": 2}}}))
     with pytest.raises(ConfigError, match=r"unknown key\(s\) trian; allowed keys: attribution"):
         load_params(write_params(tmp_path, {"trian": {}}))
@@ -101,6 +101,9 @@ def test_value_outside_allowed_set_lists_allowed_values(tmp_path, raw, key, allo
     ({"loss": {"metrics": 0.5}, "data": {"crop_size": 8}}, "data.crop_size"),
     ({"model": {"fusion": {"guard_radius": -1}}}, "model.fusion.guard_radius"),
     ({"model": {"fusion": {"guard_sigma": -1}}}, "model.fusion.guard_sigma"),
+    ({"model": {"fusion": {"guard_keep_sigma": -1}}}, "model.fusion.guard_keep_sigma"),
+    ({"model": {"fusion": {"guard": ["person"], "guard_keep": ["person"]}}}, "model.fusion.guard_keep"),
+    ({"model": {"fusion": {"guard": ["person"], "guard_keep": ["truck"]}}}, "model.fusion.guard_keep"),
     ({"loss": {"class_balance": 1.5}}, "loss.class_balance"),
     ({"loss": {"class_balance": -0.5}}, "loss.class_balance"),
     ({"loss": {"fusion_class_balance": 1.5}}, "loss.fusion_class_balance"),
@@ -178,6 +181,20 @@ def test_the_guard_takes_object_class_names_and_the_spec_gets_their_ids(tmp_path
 
     built, _ = build_models(params, torch.device("cpu"))
     assert built.guard == Guard((names.index("person"), names.index("car")), 8, 16.0)
+
+
+def test_guard_keep_takes_object_class_names_and_reaches_the_built_guard(tmp_path):
+    from uaafusion.guard import Guard
+    from uaafusion.training.builders import build_models, model_spec
+
+    params = load_params(write_params(tmp_path, {"model": {"fusion": {
+        "guard": ["person"], "guard_missed": True, "guard_keep": ["car"], "guard_keep_sigma": 2}}}))
+    fusion = model_spec(params)["fusion"]
+    names = params.data.class_names
+    assert (fusion["guard_keep"], fusion["guard_keep_sigma"]) == ([names.index("car")], 2.0)
+    built, _ = build_models(params, torch.device("cpu"))
+    assert built.guard == Guard((names.index("person"),), 16, 16.0, True, keep=(names.index("car"),), keep_sigma=2.0)
+    assert built.spec["guard_keep"] == [names.index("car")]
 
 
 @pytest.mark.parametrize("guard", [["pedestrian"], ["background"]])

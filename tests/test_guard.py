@@ -91,6 +91,45 @@ def test_missed_brings_back_a_warm_person_the_fused_image_washed_out() -> None:
     assert bool((segmenter(restored).argmax(1) == PERSON)[..., 20:28, 20:28].all())
 
 
+class BrightIsPersonMidIsCar(nn.Module):
+    """A four-class segmenter by rule: above 0.75 a person (class 2), 0.55-0.75 a car (class 3), else background."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        person = (image - 0.75) * 200.0
+        car = torch.minimum(image - 0.55, 0.75 - image) * 200.0
+        return torch.cat((torch.zeros_like(image), torch.full_like(image, -100.0), person, car), dim=1)
+
+
+def test_keep_leaves_a_car_beside_a_false_person_as_fused() -> None:
+    """The return to infrared around a false person spreads over a car next to it; with the car
+    kept, the car's pixels stay exactly as fused and the false person still goes back to infrared."""
+    segmenter = BrightIsPersonMidIsCar()
+    ir = torch.full((1, 1, 48, 96), 0.2)
+    fused = torch.full((1, 1, 48, 96), 0.3)
+    fused[..., 20:28, 20:28] = 0.9           # a false person
+    fused[..., 20:28, 31:45] = 0.65          # a car 3 pixels to its right, which the infrared image does not show
+    spread, spread_alpha = Guard((PERSON,), radius=4, sigma=3.0).apply(fused, ir, segmenter)
+    assert float(spread_alpha[..., 20:28, 31].min()) > 0.5         # without keep the car's left edge goes cold
+    kept, kept_alpha = Guard((PERSON,), radius=4, sigma=3.0, keep=(3,)).apply(fused, ir, segmenter)
+    assert torch.equal(kept[..., 20:28, 31:45], fused[..., 20:28, 31:45])
+    assert float(kept_alpha[..., 20:28, 31:45].max()) == 0.0
+    assert torch.allclose(kept[..., 20:28, 20:28], ir[..., 20:28, 20:28])
+    off_car = torch.ones_like(fused, dtype=torch.bool)
+    off_car[..., 20:28, 31:45] = False
+    assert torch.equal(kept_alpha[off_car], spread_alpha[off_car])   # keep_sigma 0: nothing else changes
+
+
+def test_keep_sigma_fades_the_kept_region_outwards() -> None:
+    fused_classes = torch.zeros(1, 30, 30, dtype=torch.int64)
+    fused_classes[0, 10:20, 10:20] = 3
+    hard = Guard((PERSON,), keep=(3,)).kept(fused_classes)
+    assert torch.equal(hard[:, 0].bool(), fused_classes == 3)
+    soft = Guard((PERSON,), keep=(3,), keep_sigma=2.0).kept(fused_classes)
+    assert float(soft[0, 0, 10:20, 10:20].min()) == 1.0                  # the car itself is fully kept
+    assert 0.0 < float(soft[0, 0, 15, 8]) < 1.0 and float(soft[0, 0, 15, 0]) == 0.0
+    assert float(Guard((PERSON,)).kept(fused_classes).max()) == 0.0      # no keep: nothing kept
+
+
 @pytest.mark.parametrize("gain", [GUARD_GAIN, 1.0, 2.0])
 def test_alpha_is_the_gained_blur_of_the_grown_region(gain: float) -> None:
     region = torch.zeros(1, 40, 40, dtype=torch.bool)
@@ -117,7 +156,8 @@ def test_sigma_zero_is_a_hard_edge_at_the_grown_region() -> None:
 
 @pytest.mark.parametrize(("arguments", "message"), [
     (((),), "non-empty"), (((0,),), "background"), (((1,), -1), "radius"), (((1,), 4, -1.0), "sigma"),
-    (((1,), 4, 2.0, False, 0.0), "gain"),
+    (((1,), 4, 2.0, False, 0.0), "gain"), (((1,), 4, 2.0, False, 1.5, (0,)), "keep classes"),
+    (((1,), 4, 2.0, False, 1.5, (1,)), "both guarded and kept"), (((1,), 4, 2.0, False, 1.5, (3,), -1.0), "keep sigma"),
 ])
 def test_bad_guard_settings_are_refused(arguments: tuple, message: str) -> None:
     with pytest.raises(ValueError, match=message):

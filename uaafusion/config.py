@@ -89,11 +89,14 @@ class FusionModelConfig:
     # the background) that the fused images inference makes may not show where the infrared image
     # shows background (and, with guard_missed, not lose those classes where the infrared image
     # shows them); there they return to the infrared image, over guard_radius pixels and a
-    # Gaussian fade of guard_sigma pixels. Empty: off.
+    # Gaussian fade of guard_sigma pixels. Empty: off. guard_keep: class names the return leaves
+    # alone where the fused image shows them (e.g. car), fading out over guard_keep_sigma pixels.
     guard: tuple[str, ...] = ()
     guard_radius: int = 16      # uaafusion.guard.DEFAULT_RADIUS (a literal here: params load without torch)
     guard_sigma: float = 16.0   # uaafusion.guard.DEFAULT_SIGMA
     guard_missed: bool = False
+    guard_keep: tuple[str, ...] = ()
+    guard_keep_sigma: float = 0.0
 
     def check(self, prefix: str) -> None:
         _require(self.stages >= 1, f"{prefix}.stages", "an integer >= 1", self.stages)
@@ -101,6 +104,10 @@ class FusionModelConfig:
         _require(self.guard_radius >= 0, f"{prefix}.guard_radius", "an integer >= 0 (pixels)", self.guard_radius)
         _require(self.guard_sigma >= 0, f"{prefix}.guard_sigma", "a number >= 0 (pixels; 0: a hard edge)",
                  self.guard_sigma)
+        _require(self.guard_keep_sigma >= 0, f"{prefix}.guard_keep_sigma", "a number >= 0 (pixels; 0: a hard edge)",
+                 self.guard_keep_sigma)
+        overlap = sorted(set(self.guard) & set(self.guard_keep))
+        _require(not overlap, f"{prefix}.guard_keep", "class names not also in guard", list(self.guard_keep))
 
 
 @dataclass(frozen=True)
@@ -289,10 +296,12 @@ class Params:
         allowed = device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
         _require(allowed, "device", "auto, cpu, cuda or cuda:N", self.device)
         background, *object_names = self.data.class_names
-        for name in self.model.fusion.guard:
-            _require(name in object_names, "model.fusion.guard",
-                     f"names from data.class_names other than the background {background!r}: "
-                     f"{', '.join(object_names)}", list(self.model.fusion.guard))
+        for key in ("guard", "guard_keep"):
+            names = getattr(self.model.fusion, key)
+            for name in names:
+                _require(name in object_names, f"model.fusion.{key}",
+                         f"names from data.class_names other than the background {background!r}: "
+                         f"{', '.join(object_names)}", list(names))
         if self.loss.metrics > 0:
             from uaafusion.metrics.fusion import SSIM_WINDOW_SIZE  # the smallest image the metric term can score
 

@@ -12,7 +12,10 @@ and 21). The guard is a label-free step after the fusion network:
    Gaussian of ``sigma`` pixels and scaled by ``gain`` (:data:`GUARD_GAIN`; clipped to [0, 1]), so
    that the region itself returns fully to the infrared image and the return fades out around it
    without a seam (``sigma`` 0: a hard edge, which the segmenter reads as new objects; item 21);
-3. ``alpha I + (1 - alpha) F``.
+3. with ``keep`` classes, ``alpha`` is lowered to 0 on the pixels the segmenter assigns to a kept
+   class on ``F`` (faded over ``keep_sigma`` pixels), so that the return to infrared does not spread
+   over the objects the fusion shows better than the infrared image (cars on MSRS; item 27);
+4. ``alpha I + (1 - alpha) F``.
 
 It is off unless ``model.fusion.guard`` names classes (or ``uaafusion fuse --guard``). The fusion
 loss never sees it (it trains the network's own output); every fused image made as inference makes
@@ -47,14 +50,17 @@ BACKGROUND = 0
 @dataclass(frozen=True)
 class Guard:
     """Which classes are guarded (ids, never the background), whether objects the fusion lost are
-    restored too (``missed``), and how wide (``radius``, ``sigma``) and how full (``gain``) the return to
-    infrared is."""
+    restored too (``missed``), how wide (``radius``, ``sigma``) and how full (``gain``) the return to
+    infrared is, and which classes of the fused image it leaves alone (``keep``, faded over
+    ``keep_sigma`` pixels; none by default)."""
 
     classes: tuple[int, ...]
     radius: int = DEFAULT_RADIUS
     sigma: float = DEFAULT_SIGMA
     missed: bool = False
     gain: float = GUARD_GAIN
+    keep: tuple[int, ...] = ()
+    keep_sigma: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.classes or any(isinstance(c, bool) or not isinstance(c, int) or c <= BACKGROUND
@@ -66,6 +72,12 @@ class Guard:
             raise ValueError(f"guard sigma must be >= 0 (0: a hard edge), got {self.sigma!r}")
         if not self.gain > 0:
             raise ValueError(f"guard gain must be > 0, got {self.gain!r}")
+        if any(isinstance(c, bool) or not isinstance(c, int) or c <= BACKGROUND for c in self.keep):
+            raise ValueError(f"guard keep classes must be ids >= 1 (0 is the background), got {self.keep!r}")
+        if set(self.keep) & set(self.classes):
+            raise ValueError(f"a class cannot be both guarded and kept, got guarded {self.classes!r}, kept {self.keep!r}")
+        if not self.keep_sigma >= 0:
+            raise ValueError(f"guard keep sigma must be >= 0 (0: a hard edge), got {self.keep_sigma!r}")
 
     def region(self, fused_classes: torch.Tensor, ir_classes: torch.Tensor) -> torch.Tensor:
         """``bool (B, H, W)``: a guarded class on the fused image and background on the infrared one;
@@ -86,6 +98,18 @@ class Guard:
             return grown
         return (self.gain * gaussian_blur(grown, self.sigma)).clamp(0.0, 1.0)
 
+    def kept(self, fused_classes: torch.Tensor) -> torch.Tensor:
+        """``int64 (B, H, W)`` -> ``(B, 1, H, W)`` float in [0, 1]: how fully each pixel is kept from the
+        return: 1 on a kept class of the fused image, fading out around it as the gained blur over
+        ``keep_sigma`` pixels (0: nowhere else); 0 everywhere without ``keep``."""
+        kept = torch.zeros_like(fused_classes, dtype=torch.bool)
+        for class_id in self.keep:
+            kept |= fused_classes == class_id
+        kept = kept[:, None].float()
+        if self.keep_sigma == 0 or not self.keep:
+            return kept
+        return torch.maximum(kept, (self.gain * gaussian_blur(kept, self.keep_sigma)).clamp(0.0, 1.0))
+
     def apply(self, fused: torch.Tensor, ir: torch.Tensor, segmenter: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """``fused, ir (B, 1, H, W)`` in [0, 1] -> ``(guarded (B, 1, H, W), alpha (B, 1, H, W))``.
 
@@ -98,16 +122,20 @@ class Guard:
     def guarded(self, fused: torch.Tensor, ir: torch.Tensor, fused_classes: torch.Tensor,
                 ir_classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`apply` with the segmenter's classes ``int64 (B, H, W)`` of both images already known."""
-        alpha = self.alpha(self.region(fused_classes, ir_classes)).to(fused.dtype)
+        alpha = self.alpha(self.region(fused_classes, ir_classes))
+        if self.keep:
+            alpha = alpha * (1.0 - self.kept(fused_classes))
+        alpha = alpha.to(fused.dtype)
         return alpha * ir + (1.0 - alpha) * fused, alpha
 
 
 def guard_from_spec(classes, radius: int = DEFAULT_RADIUS, sigma: float = DEFAULT_SIGMA,
-                    missed: bool = False) -> Guard | None:
-    """A :class:`Guard` from a model spec's ``guard_classes``/``_radius``/``_sigma``/``_missed``; None when no class."""
+                    missed: bool = False, keep=(), keep_sigma: float = 0.0) -> Guard | None:
+    """A :class:`Guard` from a model spec's ``guard_classes``/``_radius``/``_sigma``/``_missed``/``_keep``/
+    ``_keep_sigma``; None when no class."""
     if not classes:
         return None
-    return Guard(tuple(classes), radius, float(sigma), bool(missed))
+    return Guard(tuple(classes), radius, float(sigma), bool(missed), keep=tuple(keep), keep_sigma=float(keep_sigma))
 
 
 def grow(mask: torch.Tensor, radius: int) -> torch.Tensor:

@@ -241,3 +241,32 @@ def test_fuse_cli_guard_writes_its_map_and_refuses_unknown_classes(tmp_path: Pat
     error = capsys.readouterr().err
     assert "--guard 'car'" in error and "road, person" in error
     assert not (tmp_path / "x.png").exists()
+    assert cli_main([*common, "--out", str(tmp_path / "k.png"), "--guard", "person", "--guard-keep", "car"]) == 2
+    error = capsys.readouterr().err
+    assert "--guard-keep 'car'" in error and "road, person" in error
+    assert cli_main([*common, "--out", str(tmp_path / "k.png"), "--guard", "person", "--guard-keep", "person"]) == 2
+    assert "both guarded and kept" in capsys.readouterr().err
+    assert not (tmp_path / "k.png").exists()
+
+
+def test_fuse_cli_guard_keep_leaves_the_kept_class_as_fused(tmp_path: Path, checkpoint: Path) -> None:
+    """With every class but the guarded one kept, the guard can only act where the fused image shows
+    the guarded class or background; kept pixels come out exactly as without the guard."""
+    import torch
+
+    from uaafusion.commands.fuse import guard_from_argument
+
+    guard = guard_from_argument("person", 2, 1.5, True, ["background", "road", "person"], "road", 0.0)
+    assert guard.keep == (1,) and guard.classes == (2,) and guard.missed
+    fused_classes = torch.tensor([[[2, 1, 0, 0]]])
+    ir_classes = torch.tensor([[[0, 0, 0, 0]]])
+    fused, ir = torch.full((1, 1, 1, 4), 0.5), torch.zeros(1, 1, 1, 4)
+    guarded, alpha = guard.guarded(fused, ir, fused_classes, ir_classes)
+    assert float(alpha[0, 0, 0, 1]) == 0.0 and float(guarded[0, 0, 0, 1]) == 0.5
+    assert float(alpha[0, 0, 0, 0]) == 1.0
+    ir_path = write_png(tmp_path / "ir.png", random_image(40, 48, False, 30))
+    vi_path = write_png(tmp_path / "vi.png", random_image(40, 48, False, 31))
+    common = ["fuse", "--ir", str(ir_path), "--vi", str(vi_path), "--checkpoint", str(checkpoint), "--device", "cpu"]
+    assert cli_main([*common, "--out", str(tmp_path / "k" / "f.png"), "--guard", "person", "--guard-keep", "road",
+                     "--guard-radius", "2", "--guard-sigma", "1.5"]) == 0
+    assert read_image(tmp_path / "k" / "f.png").shape[:2] == (40, 48)

@@ -113,3 +113,40 @@ def test_missed_all_is_named_in_the_record_and_a_wrong_choice_is_refused(tmp_pat
         "infrared", "fused", "radius 2, sigma 2, missed", "radius 2, sigma 2, all infrared objects"}
     with pytest.raises(SystemExit):
         main([*common, "--missed", "every"])
+
+
+def test_keep_settings_are_tried_beside_the_plain_guard_and_named_in_the_record(tmp_path: Path) -> None:
+    split, fused = _split(tmp_path)
+    checkpoint = save_models(tmp_path / "models.pt", create_fusion_model("uaafusion", stages=1, features=4),
+                             create_segmenter(num_classes=len(CLASS_NAMES)))
+    out = tmp_path / "sweep.json"
+    common = ["--checkpoint", str(checkpoint), "--split", str(split), "--fused", str(fused), "--radii", "2",
+              "--sigmas", "2", "--missed", "yes", "--device", "cpu", "--out", str(out)]
+    assert main([*common, "--keep", "car", "--keep-sigmas", "0,4"]) == 0
+    assert set(json.loads(out.read_text())["results"]) == {
+        "infrared", "fused", "radius 2, sigma 2, missed", "radius 2, sigma 2, missed, keep car sigma 0",
+        "radius 2, sigma 2, missed, keep car sigma 4"}
+    with pytest.raises(SystemExit, match="truck"):
+        main([*common, "--keep", "truck"])
+
+
+def test_a_kept_car_beside_a_false_person_scores_as_fused(tmp_path: Path) -> None:
+    """Fused images with a false person and, next to it, a car box the fused image shows: the plain
+    guard's fade spreads over the car and changes its pixels; with the car kept, its pixels, and so
+    its IoU, stay as the fused image's."""
+    for name in ("00001D", "00002N"):
+        ir = np.full((HEIGHT, WIDTH), COLD, np.uint8)
+        fused_image = ir.copy()
+        fused_image[10:20, 10:20] = TEXTURE   # a false person
+        fused_image[10:20, 22:40] = 200       # a car (bin 3 of BinningSegmenter(4)) 2 px to its right
+        save_image(tmp_path / "split" / "ir" / f"{name}.png", ir)
+        save_image(tmp_path / "split" / "vi" / f"{name}.png", fused_image)
+        save_image(tmp_path / "fused" / f"{name}.png", fused_image)
+    write_boxes(tmp_path / "split" / "boxes", {name: ["2 0.484375 0.375 0.28125 0.25"] for name in ("00001D", "00002N")})
+    guards = {"plain": Guard((1,), radius=2, sigma=4.0), "keep": Guard((1,), radius=2, sigma=4.0, keep=(3,))}
+    results = sweep(BinningSegmenter(len(CLASS_NAMES)), tmp_path / "split", tmp_path / "fused", guards,
+                    torch.device("cpu"))
+    assert results["fused"]["IoU"]["car"] == pytest.approx(1.0)
+    assert results["plain"]["IoU"]["car"] < 1.0
+    assert results["keep"]["IoU"]["car"] == pytest.approx(1.0)
+    assert results["keep"]["IoU"]["person"] in (None, 0.0) and results["keep"]["mIoU"] > results["plain"]["mIoU"]

@@ -14,7 +14,8 @@ stage) and ``NAME_segmentation.png`` (predicted classes of the fused image) unde
 (folders) or beside the output file (a pair), and ``NAME_guard.png`` when the infrared guard is on.
 ``--guard person`` (class names of the checkpoint, comma-separated; ``none`` switches it off)
 replaces the checkpoint's own ``model.fusion.guard``, with ``--guard-radius``, ``--guard-sigma`` and
-``--guard-missed`` (:mod:`uaafusion.guard`).
+``--guard-missed``, and ``--guard-keep car`` leaves the fused image's cars out of the return
+(``--guard-keep-sigma``: its fade) (:mod:`uaafusion.guard`).
 """
 
 from __future__ import annotations
@@ -80,6 +81,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--guard-sigma", type=float, default=16.0, help="guard: Gaussian fade in pixels (default 16)")
     parser.add_argument("--guard-missed", action="store_true",
                         help="guard: also restore the guarded classes the infrared image shows and the fused image lost")
+    parser.add_argument("--guard-keep", metavar="CLASSES", default="",
+                        help="guard: comma-separated class names (e.g. car) it leaves as fused where the fused image "
+                             "shows them (default: none)")
+    parser.add_argument("--guard-keep-sigma", type=float, default=0.0,
+                        help="guard: Gaussian fade of the kept classes in pixels (default 0: their own pixels only)")
     parser.add_argument("--project-root", type=Path, default=Path("."),
                         help="project root: default checkpoint location and local MLflow store (default: .)")
     parser.set_defaults(func=run)
@@ -96,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
         loaded = load_models_for_inference(checkpoint, device)
         if args.guard is not None:
             loaded.fusion.guard = guard_from_argument(args.guard, args.guard_radius, args.guard_sigma,
-                                                      args.guard_missed, class_names(loaded))
+                                                      args.guard_missed, class_names(loaded),
+                                                      args.guard_keep, args.guard_keep_sigma)
         failures = early_failures + fuse_jobs(jobs, loaded, device, args.save_maps)
     succeeded = len(jobs) - (len(failures) - len(early_failures))
     total = len(jobs) + len(early_failures)
@@ -216,21 +223,26 @@ def write_maps(folder: Path, name: str, result, num_classes: int) -> dict[str, P
     return {key: write_png(folder / f"{name}_{key}.png", picture) for key, picture in pictures.items()}
 
 
-def guard_from_argument(text: str, radius: int, sigma: float, missed: bool, names: list[str]):
-    """``--guard person,car`` -> a :class:`~uaafusion.guard.Guard` (``none`` -> None); DataError names a bad class."""
+def guard_from_argument(text: str, radius: int, sigma: float, missed: bool, names: list[str],
+                        keep: str = "", keep_sigma: float = 0.0):
+    """``--guard person,car`` -> a :class:`~uaafusion.guard.Guard` (``none`` -> None), leaving the
+    ``--guard-keep`` classes alone; DataError names a bad class or setting."""
     from uaafusion.guard import Guard
 
     wanted = [item.strip() for item in text.split(",") if item.strip()]
     if wanted == ["none"]:
         return None
-    unknown = [name for name in wanted if name not in names[1:]]
-    if not wanted or unknown:
-        raise DataError(f"--guard {text!r}: expected 'none' or class names of the checkpoint other than the "
-                        f"background {names[0]!r}: {', '.join(names[1:])}.")
+    kept = [item.strip() for item in keep.split(",") if item.strip()]
+    for option, listed in (("--guard", wanted), ("--guard-keep", kept)):
+        unknown = [name for name in listed if name not in names[1:]]
+        if (option == "--guard" and not listed) or unknown:
+            raise DataError(f"{option} {','.join(listed)!r}: expected {'none or ' if option == '--guard' else ''}class "
+                            f"names of the checkpoint other than the background {names[0]!r}: {', '.join(names[1:])}.")
     try:
-        return Guard(tuple(names.index(name) for name in wanted), radius, sigma, missed)
+        return Guard(tuple(names.index(name) for name in wanted), radius, sigma, missed,
+                     keep=tuple(names.index(name) for name in kept), keep_sigma=keep_sigma)
     except ValueError as error:
-        raise DataError(f"--guard-radius/--guard-sigma: {error}") from None
+        raise DataError(f"--guard-radius/--guard-sigma/--guard-keep/--guard-keep-sigma: {error}") from None
 
 
 def class_names(loaded) -> list[str]:

@@ -98,6 +98,8 @@ class UnfoldingFusionNet(nn.Module):
         guard_radius: int = DEFAULT_RADIUS,
         guard_sigma: float = DEFAULT_SIGMA,
         guard_missed: bool = False,
+        guard_keep: list[int] | tuple[int, ...] = (),
+        guard_keep_sigma: float = 0.0,
     ) -> None:
         super().__init__()
         if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
@@ -124,7 +126,8 @@ class UnfoldingFusionNet(nn.Module):
         self.attribution_scale = attribution_scale
         self.inference_mask = inference_mask
         try:
-            self.guard = guard_from_spec(guard_classes, guard_radius, guard_sigma, guard_missed)
+            self.guard = guard_from_spec(guard_classes, guard_radius, guard_sigma, guard_missed,
+                                         guard_keep, guard_keep_sigma)
         except ValueError as error:
             raise ConfigError(f"model.fusion.guard: {error}") from None
         self.spec: dict[str, object] = {
@@ -134,7 +137,8 @@ class UnfoldingFusionNet(nn.Module):
             "attention_eps": attention_eps, "attribution_engine": attribution_engine,
             "attribution_scale": attribution_scale, "inference_mask": inference_mask,
             "guard_classes": list(guard_classes), "guard_radius": guard_radius, "guard_sigma": float(guard_sigma),
-            "guard_missed": bool(guard_missed),
+            "guard_missed": bool(guard_missed), "guard_keep": list(guard_keep),
+            "guard_keep_sigma": float(guard_keep_sigma),
         }
         logit = math.log(initial_step_size / (1.0 - initial_step_size))
         self.step_size_logits = nn.Parameter(torch.full((stages,), logit))

@@ -30,6 +30,8 @@ def model_spec(params: Params) -> dict[str, Any]:
             "guard_radius": fusion.guard_radius,
             "guard_sigma": fusion.guard_sigma,
             "guard_missed": fusion.guard_missed,
+            "guard_keep": [params.data.class_names.index(name) for name in fusion.guard_keep],
+            "guard_keep_sigma": fusion.guard_keep_sigma,
             "attribution_steps": params.attribution.steps,
             "attribution_method": params.attribution.method,
             "internal_batch_size": params.attribution.internal_batch_size,
