@@ -130,6 +130,20 @@ def test_keep_sigma_fades_the_kept_region_outwards() -> None:
     assert float(Guard((PERSON,)).kept(fused_classes).max()) == 0.0      # no keep: nothing kept
 
 
+def test_a_person_on_infrared_inside_a_fused_car_is_not_kept() -> None:
+    """Where the fused image shows a car and the infrared image a person (a person the fusion lost
+    into a car), the infrared person wins: ``missed`` returns it, ``keep`` does not hold it back."""
+    fused_classes = torch.tensor([[[3, 3, 3, 0]]])
+    ir_classes = torch.tensor([[[0, PERSON, 3, 0]]])
+    guard = Guard((PERSON,), radius=0, sigma=0.0, missed=True, keep=(3,))
+    assert guard.kept(fused_classes, ir_classes)[0, 0].tolist() == [[1.0, 0.0, 1.0, 0.0]]
+    assert guard.kept(fused_classes)[0, 0].tolist() == [[1.0, 1.0, 1.0, 0.0]]   # without the infrared classes
+    fused, ir = torch.full((1, 1, 1, 4), 0.6), torch.full((1, 1, 1, 4), 0.1)
+    guarded, alpha = guard.guarded(fused, ir, fused_classes, ir_classes)
+    assert alpha[0, 0].tolist() == [[0.0, 1.0, 0.0, 0.0]]
+    assert torch.allclose(guarded[0, 0, 0], torch.tensor([0.6, 0.1, 0.6, 0.6]))
+
+
 @pytest.mark.parametrize("gain", [GUARD_GAIN, 1.0, 2.0])
 def test_alpha_is_the_gained_blur_of_the_grown_region(gain: float) -> None:
     region = torch.zeros(1, 40, 40, dtype=torch.bool)

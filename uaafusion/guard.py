@@ -13,8 +13,9 @@ and 21). The guard is a label-free step after the fusion network:
    that the region itself returns fully to the infrared image and the return fades out around it
    without a seam (``sigma`` 0: a hard edge, which the segmenter reads as new objects; item 21);
 3. with ``keep`` classes, ``alpha`` is lowered to 0 on the pixels the segmenter assigns to a kept
-   class on ``F`` (faded over ``keep_sigma`` pixels), so that the return to infrared does not spread
-   over the objects the fusion shows better than the infrared image (cars on MSRS; item 27);
+   class on ``F`` and no guarded class on ``I`` (faded over ``keep_sigma`` pixels), so that the
+   return to infrared does not spread over the objects the fusion shows better than the infrared
+   image (cars on MSRS; item 27);
 4. ``alpha I + (1 - alpha) F``.
 
 It is off unless ``model.fusion.guard`` names classes (or ``uaafusion fuse --guard``). The fusion
@@ -98,13 +99,17 @@ class Guard:
             return grown
         return (self.gain * gaussian_blur(grown, self.sigma)).clamp(0.0, 1.0)
 
-    def kept(self, fused_classes: torch.Tensor) -> torch.Tensor:
+    def kept(self, fused_classes: torch.Tensor, ir_classes: torch.Tensor | None = None) -> torch.Tensor:
         """``int64 (B, H, W)`` -> ``(B, 1, H, W)`` float in [0, 1]: how fully each pixel is kept from the
-        return: 1 on a kept class of the fused image, fading out around it as the gained blur over
+        return: 1 on a kept class of the fused image, except where ``ir_classes`` (when given) shows a
+        guarded class, which the infrared image keeps; fading out around it as the gained blur over
         ``keep_sigma`` pixels (0: nowhere else); 0 everywhere without ``keep``."""
         kept = torch.zeros_like(fused_classes, dtype=torch.bool)
         for class_id in self.keep:
             kept |= fused_classes == class_id
+        if ir_classes is not None:
+            for class_id in self.classes:
+                kept &= ir_classes != class_id
         kept = kept[:, None].float()
         if self.keep_sigma == 0 or not self.keep:
             return kept
@@ -124,7 +129,7 @@ class Guard:
         """:meth:`apply` with the segmenter's classes ``int64 (B, H, W)`` of both images already known."""
         alpha = self.alpha(self.region(fused_classes, ir_classes))
         if self.keep:
-            alpha = alpha * (1.0 - self.kept(fused_classes))
+            alpha = alpha * (1.0 - self.kept(fused_classes, ir_classes))
         alpha = alpha.to(fused.dtype)
         return alpha * ir + (1.0 - alpha) * fused, alpha
 
