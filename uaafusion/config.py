@@ -90,7 +90,8 @@ class FusionModelConfig:
     # shows background (and, with guard_missed, not lose those classes where the infrared image
     # shows them); there they return to the infrared image, over guard_radius pixels and a
     # Gaussian fade of guard_sigma pixels. Empty: off. guard_keep: class names the return leaves
-    # alone where the fused image shows them (e.g. car), fading out over guard_keep_sigma pixels.
+    # alone where the fused image shows them (e.g. car) and the infrared image shows no guarded
+    # class, fading out over guard_keep_sigma pixels.
     guard: tuple[str, ...] = ()
     guard_radius: int = 16      # uaafusion.guard.DEFAULT_RADIUS (a literal here: params load without torch)
     guard_sigma: float = 16.0   # uaafusion.guard.DEFAULT_SIGMA
