@@ -11,9 +11,11 @@ import torch
 
 from experiments.dedicated_segmenters import (
     SOURCE_KINDS,
+    SubsetCropper,
     crop_batch,
     load_split,
     main,
+    nested_subset,
     parse_fused,
     read_fused_luma,
     select_kinds,
@@ -134,3 +136,42 @@ def test_fused_arguments_are_checked() -> None:
         parse_fused(["infrared=a,b"])
     with pytest.raises(SystemExit, match="is taken"):
         parse_fused(["x=a,b", "x=c,d"])
+
+
+def test_train_pairs_trains_on_a_nested_subset_with_the_pairs_own_crops(tiny_project: tuple[Path, Params],
+                                                                          tmp_path: Path) -> None:
+    params_file, params = tiny_project
+    count = params.synthetic.train
+    small, large = nested_subset(count, 3), nested_subset(count, 6)
+    assert len(small) == 3 and len(set(large)) == 6 and set(small) <= set(large)
+    assert small == sorted(small) and nested_subset(count, count) == list(range(count))
+    assert nested_subset(count, 3, seed=1) != small or nested_subset(count, 6, seed=1) != large
+    for bad in (0, count + 1):
+        with pytest.raises(SystemExit, match=f"--train-pairs {bad}: expected 1 to {count}"):
+            nested_subset(count, bad)
+
+    # A pair keeps its crops in a subset: sample i of the subset is crop-boxed as pair small[i].
+    cropper = create_dataset(params.data, params.data.train_split, crop=True, seed=0)
+    subset_cropper = SubsetCropper(create_dataset(params.data, params.data.train_split, crop=True, seed=0), small)
+    for epoch in (0, 3):
+        cropper.set_epoch(epoch)
+        subset_cropper.set_epoch(epoch)
+        assert [subset_cropper.crop_box(i) for i in range(3)] == [cropper.crop_box(index) for index in small]
+
+    # The run trains on those pairs only, names them, and scores on the whole test split.
+    out = tmp_path / "curve.json"
+    arguments = ["--params", str(params_file), "--out", str(out), "--work", str(tmp_path / "work"),
+                 "--epochs", "1", "--kinds", "infrared"]
+    assert main([*arguments, "--train-pairs", "3"]) == 0
+    document = json.loads(out.read_text())
+    names = create_dataset(params.data, params.data.train_split, crop=False).names
+    assert document["train_images"] == 3 and document["train_pairs"] == [names[index] for index in small]
+    assert document["test_images"] == params.synthetic.test
+    subset_model = document["dedicated"]["0"]["infrared"]
+    assert main(arguments) == 0
+    whole = json.loads(out.read_text())
+    assert whole["train_images"] == count and whole["train_pairs"] is None
+    assert whole["dedicated"]["0"]["infrared"]["train_seconds"] is not None  # not the subset's kept segmenter
+    kept = [torch.load(path, weights_only=True) for path in (tmp_path / "work").glob("infrared-seed0-*.pt")]
+    assert len(kept) == 2 and not all(torch.equal(kept[0][name], kept[1][name]) for name in kept[0])
+    assert subset_model["train_seconds"] > 0
