@@ -304,8 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     data = params.data
     train_full = create_dataset(data, data.train_split, crop=False)
     test_full = create_dataset(data, data.test_split, crop=False)
+    chosen = None if args.train_pairs is None else nested_subset(len(train_full), args.train_pairs)  # before any read
     train = load_split(train_full, {name: folders[0] for name, folders in fused.items()})
-    chosen = None if args.train_pairs is None else nested_subset(len(train.names), args.train_pairs)
     if chosen is not None:
         train = train.subset(chosen)
     test = load_split(test_full, {name: folders[1] for name, folders in fused.items()})
