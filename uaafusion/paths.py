@@ -73,6 +73,12 @@ class ProjectPaths:
         return self.reports / "evaluation.json"
 
     @property
+    def comparison(self) -> Path:
+        """Ours against every other method, and each method's fused images against each source, with
+        bootstrap intervals (:class:`uaafusion.metrics.comparison.Comparison`): the evaluate step's output."""
+        return self.reports / "comparison.json"
+
+    @property
     def generalisation(self) -> Path:
         """Fusion metrics on the unlabeled sets of ``evaluate.generalisation`` (when configured)."""
         return self.reports / "generalisation.json"

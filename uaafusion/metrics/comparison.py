@@ -70,6 +70,15 @@ class Difference:
         return {"estimate": number(self.estimate), "low": number(self.low), "high": number(self.high),
                 "images": self.images, "confidence": self.confidence, "verdict": self.verdict}
 
+    @classmethod
+    def from_json(cls, metric: str, document: Mapping[str, Any]) -> "Difference":
+        """The inverse of :meth:`to_json` (``None`` back to ``nan``)."""
+        def number(value: float | None) -> float:
+            return math.nan if value is None else float(value)
+
+        return cls(metric, number(document["estimate"]), number(document["low"]), number(document["high"]),
+                   int(document["images"]), float(document["confidence"]))
+
 
 def bootstrap_draws(count: int, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED) -> np.ndarray:
     """Image indices of ``resamples`` bootstrap draws of ``count`` images: ``int64 (resamples, count)``."""
@@ -336,6 +345,18 @@ class Comparison:
                     for method, differences in table.items()}
 
         return {"reference": self.reference, "against": plain(self.against), "sources": plain(self.sources)}
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> "Comparison":
+        """The inverse of :meth:`to_json` (what the evaluate step writes to ``comparison.json``)."""
+        def table(part: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Difference]]:
+            return {method: {metric: Difference.from_json(metric, value) for metric, value in differences.items()}
+                    for method, differences in part.items()}
+
+        try:
+            return cls(str(document["reference"]), table(document["against"]), table(document["sources"]))
+        except (KeyError, TypeError, ValueError) as error:
+            raise DataError(f"not a comparison document (expected reference, against, sources): {error!r}") from None
 
     def flat_metrics(self, against: bool = True) -> dict[str, float]:
         """Every finite difference and interval bound as one number, for an experiment tracker:
