@@ -13,20 +13,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+# The temporary Prefect server of a local run would send usage analytics and, offline, log an ERROR
+# when that fails; set before Prefect is imported (a user's own setting wins).
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from uaafusion.config import Params, load_params
-from uaafusion.device import resolve_device
-from uaafusion.paths import ProjectPaths
-from uaafusion.tracking import PipelineTracker
+from prefect import flow, get_run_logger, task  # noqa: E402 (after the setting above)
+from prefect.cache_policies import NO_CACHE  # noqa: E402
 
-if TYPE_CHECKING:
-    from uaafusion.metrics.comparison import Comparison
+from uaafusion.config import Params, load_params  # noqa: E402
+from uaafusion.device import resolve_device  # noqa: E402
+from uaafusion.paths import ProjectPaths  # noqa: E402
+from uaafusion.tracking import PipelineTracker  # noqa: E402
 
 STEPS = ("prepare", "train", "evaluate", "report")
 DEFAULT_ROOT = Path(__file__).resolve().parents[1]
@@ -122,17 +124,10 @@ def export_task(root: str, params_file: str, overrides: dict[str, Any] | None, r
     return str(checkpoint)
 
 
-def evaluation_comparison(paths: ProjectPaths) -> Comparison:
-    """Ours against every other method and ours' fused images against each source, with bootstrap
-    intervals (:func:`uaafusion.metrics.comparison.compare_methods`), from ``evaluation.json``."""
-    from uaafusion.metrics.comparison import compare_methods
-    from uaafusion.report import OUR_METHOD, read_evaluation
-
-    return compare_methods(read_evaluation(paths.evaluation), OUR_METHOD, skip_unpaired=True)
-
-
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(root: str, params_file: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    from uaafusion.method_names import OUR_METHOD
+    from uaafusion.metrics.comparison import Comparison
     from uaafusion.steps import evaluate_step
 
     params, paths = _load(root, params_file, overrides)
@@ -140,15 +135,15 @@ def evaluate_task(root: str, params_file: str, overrides: dict[str, Any] | None)
     tracker = _tracker(paths)
     tracker.attach_parent()
     run_id = tracker.nested("evaluate")
-    ours = {key: value for key, value in means["ours"].items() if isinstance(value, (int, float))}
+    ours = {key: value for key, value in means[OUR_METHOD].items() if isinstance(value, (int, float))}
     tracker.log_metrics(run_id, ours, 0)
     tracker.log_metrics(tracker.parent_run_id, {f"test_{key}": value for key, value in ours.items()}, 0)
-    comparison = evaluation_comparison(paths)
+    comparison = Comparison.from_json(json.loads(paths.comparison.read_text()))
     tracker.log_metrics(run_id, comparison.flat_metrics(), 0)
     fused_against_sources = comparison.flat_metrics(against=False)
     tracker.log_metrics(tracker.parent_run_id, {f"test_{key}": value for key, value in fused_against_sources.items()}, 0)
-    tracker.log_artifact(run_id, paths.evaluation)
-    tracker.log_artifact(run_id, paths.metrics)
+    for path in (paths.evaluation, paths.metrics, paths.comparison):
+        tracker.log_artifact(run_id, path)
     if paths.generalisation.is_file():
         tracker.log_artifact(run_id, paths.generalisation)
     tracker.close_nested("evaluate")
@@ -187,7 +182,6 @@ def pipeline(
     ``data.root`` (what a deployment usually changes); ``overrides`` takes any dotted keys.
     """
     from uaafusion.allocator import keep_freed_memory
-    from uaafusion.training import run_fingerprint, training_units
 
     keep_freed_memory()  # also in a deployment's worker process
     root = str(Path(project_root).resolve()) if project_root else str(DEFAULT_ROOT)
@@ -209,6 +203,8 @@ def pipeline(
     if "prepare" in chosen:
         results["prepare"] = prepare_task(root, params_file, overrides)
     if "train" in chosen:
+        from uaafusion.training import run_fingerprint, training_units
+
         run_dir = str(paths.run_dir(run_fingerprint(params)))
         from prefect.runtime import flow_run
 

@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from uaafusion.config import DataConfig, Params, load_params, params_from_dict, parse_overrides
@@ -29,8 +28,29 @@ def test_repository_params_yaml_loads():
     assert params.synthetic.train >= 1 and params.synthetic.test >= 1
 
 
-def test_defaults_equal_an_empty_file(tmp_path):
+def test_defaults_equal_an_empty_file_and_params_yaml(tmp_path):
     assert load_params(write_params(tmp_path, {})) == Params()
+    assert load_params(REPO_ROOT / "params.yaml") == Params()  # params.yaml states every default
+
+
+def test_params_yaml_lists_every_accepted_key_with_a_comment():
+    from uaafusion.params_doc import commented_keys, schema_keys
+
+    listed = commented_keys((REPO_ROOT / "params.yaml").read_text())
+    accepted = [key for key, _, _ in schema_keys()]
+    assert [key for key in accepted if key not in listed] == [], "accepted by uaafusion.config, not in params.yaml"
+    assert [key for key in accepted if not listed[key]] == [], "listed without a one-line comment"
+    sections = {key.rsplit(".", 1)[0] for key in accepted if "." in key}
+    sections |= {section.rsplit(".", 1)[0] for section in sections if "." in section}
+    assert sorted(set(listed) - set(accepted) - sections) == []  # nothing listed that the config refuses
+
+
+def test_the_generated_parameter_page_is_up_to_date():
+    from uaafusion.params_doc import params_markdown
+
+    expected = params_markdown((REPO_ROOT / "params.yaml").read_text())
+    assert (REPO_ROOT / "docs" / "params.md").read_text() == expected, \
+        "docs/params.md is stale: run python -m uaafusion.params_doc docs/params.md"
 
 
 def test_round_trip_through_to_dict():
@@ -50,7 +70,7 @@ def test_unknown_key_names_dotted_key_and_allowed_keys(tmp_path):
 
 
 def test_unknown_nested_and_top_level_keys(tmp_path):
-    with pytest.raises(ConfigError, match=r"model\.fusion\.depth.*allowed keys in model\.fusion: features, guard, guard_keep, guard_keep_sigma, guard_missed, guard_radius, guard_sigma, inference_mask, name, stages"):
+    with pytest.raises(ConfigError, match=r"model\.fusion\.depth.*allowed keys in model\.fusion: features, inference_mask, name, stages"):
         load_params(write_params(tmp_path, {"model": {"fusion": {"depth": 2}}}))
     with pytest.raises(ConfigError, match=r"unknown key\(s\) trian; allowed keys: attribution"):
         load_params(write_params(tmp_path, {"trian": {}}))
@@ -78,8 +98,6 @@ def test_wrong_types_name_the_key(tmp_path, raw, message):
     ({"train": {"lr_schedule": "step"}}, "train.lr_schedule", "cosine, constant"),
     ({"model": {"fusion": {"inference_mask": "visible"}}}, "model.fusion.inference_mask", "average, infrared"),
     ({"attribution": {"engine": "fast"}}, "attribution.engine", "reverse, forward, captum"),
-    ({"loss": {"roi_target": "visible"}}, "loss.roi_target", "maximum, infrared"),
-    ({"loss": {"intensity_target": "infrared"}}, "loss.intensity_target", "sources, maximum"),
 ])
 def test_value_outside_allowed_set_lists_allowed_values(tmp_path, raw, key, allowed):
     with pytest.raises(ConfigError) as error:
@@ -97,17 +115,8 @@ def test_value_outside_allowed_set_lists_allowed_values(tmp_path, raw, key, allo
     ({"synthetic": {"train": 0}}, "synthetic.train"),
     ({"train": {"lr_fusion": 0}}, "train.lr_fusion"),
     ({"loss": {"roi": -0.5}}, "loss.roi"),
-    ({"loss": {"metrics": -1.0}}, "loss.metrics"),
-    ({"loss": {"metrics": 0.5}, "data": {"crop_size": 8}}, "data.crop_size"),
-    ({"model": {"fusion": {"guard_radius": -1}}}, "model.fusion.guard_radius"),
-    ({"model": {"fusion": {"guard_sigma": -1}}}, "model.fusion.guard_sigma"),
-    ({"model": {"fusion": {"guard_keep_sigma": -1}}}, "model.fusion.guard_keep_sigma"),
-    ({"model": {"fusion": {"guard": ["person"], "guard_keep": ["person"]}}}, "model.fusion.guard_keep"),
-    ({"model": {"fusion": {"guard": ["person"], "guard_keep": ["truck"]}}}, "model.fusion.guard_keep"),
     ({"loss": {"class_balance": 1.5}}, "loss.class_balance"),
     ({"loss": {"class_balance": -0.5}}, "loss.class_balance"),
-    ({"loss": {"fusion_class_balance": 1.5}}, "loss.fusion_class_balance"),
-    ({"loss": {"fusion_class_balance": -0.1}}, "loss.fusion_class_balance"),
     ({"data": {"object_crops": 1.2}}, "data.object_crops"),
     ({"data": {"layout": "msrs", "object_crops": 0.5}}, "data.object_crops"),
     ({"device": "gpu"}, "device"),
@@ -152,11 +161,43 @@ def test_file_problems(tmp_path):
 
 
 @pytest.mark.parametrize("preset", sorted((REPO_ROOT / "params").glob("*.yaml")), ids=lambda path: path.name)
-def test_presets_load_and_write_to_their_own_folders(preset):
+def test_presets_are_short_overrides_that_write_to_their_own_folders(preset):
     params = load_params(preset)
     defaults = Params().outputs
     for name in ("models", "fused", "reports"):
         assert getattr(params.outputs, name) != getattr(defaults, name), f"{preset.name}: outputs.{name}"
+    assert "extends" in yaml.safe_load(preset.read_text()) and len(preset.read_text().splitlines()) <= 40
+
+
+def test_a_preset_overrides_what_it_names_and_keeps_the_rest_of_its_base(tmp_path):
+    base = write_params(tmp_path, {"train": {"rounds": 3, "lr_fusion": 0.01}, "evaluate": {"peers": {"a": "x"}}})
+    (tmp_path / "presets").mkdir()
+    preset = tmp_path / "presets" / "short.yaml"
+    preset.write_text("extends: ../params.yaml\ntrain: {rounds: 1}\nevaluate: {peers: {b: y}}\n")
+    params = load_params(preset)
+    assert (params.train.rounds, params.train.lr_fusion) == (1, 0.01)
+    assert params.evaluate.peers == {"a": "x", "b": "y"}  # mappings merge key by key
+    chained = tmp_path / "presets" / "chained.yaml"
+    chained.write_text("extends: short.yaml\nseed: 7\n")
+    assert load_params(chained) == load_params(preset, {"seed": 7})
+    assert load_params(base).train.rounds == 3
+
+
+def test_a_wrong_key_or_base_in_a_preset_is_named(tmp_path):
+    (tmp_path / "params.yaml").write_text("seed: 0\n")
+    preset = tmp_path / "preset.yaml"
+    preset.write_text("extends: params.yaml\ntrain: {roundz: 1}\n")
+    with pytest.raises(ConfigError, match=r"preset\.yaml \(extending .*params\.yaml\): unknown key\(s\) train\.roundz"):
+        load_params(preset)
+    preset.write_text("extends: missing.yaml\n")
+    with pytest.raises(ConfigError, match=r"missing\.yaml: params file not found \(named by extends in .*preset\.yaml\)"):
+        load_params(preset)
+    preset.write_text("extends: preset.yaml\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_params(preset)
+    preset.write_text("extends: [params.yaml]\n")
+    with pytest.raises(ConfigError, match="expected the path of a params file"):
+        load_params(preset)
 
 
 def test_parse_overrides_reads_yaml_values_and_names_a_bad_item():
@@ -165,41 +206,3 @@ def test_parse_overrides_reads_yaml_values_and_names_a_bad_item():
     for bad in ("train.rounds", "=1"):
         with pytest.raises(ConfigError, match=re.escape(repr(bad))):
             parse_overrides([bad])
-
-
-def test_the_guard_takes_object_class_names_and_the_spec_gets_their_ids(tmp_path):
-    from uaafusion.training.builders import model_spec
-
-    params = load_params(write_params(tmp_path, {"model": {"fusion": {"guard": ["person", "car"], "guard_radius": 8}}}))
-    fusion = model_spec(params)["fusion"]
-    names = params.data.class_names
-    assert fusion["guard_classes"] == [names.index("person"), names.index("car")]
-    assert (fusion["guard_radius"], fusion["guard_sigma"], fusion["guard_missed"]) == (8, 16.0, False)
-    assert model_spec(load_params(write_params(tmp_path, {})))["fusion"]["guard_classes"] == []
-    from uaafusion.guard import Guard
-    from uaafusion.training.builders import build_models
-
-    built, _ = build_models(params, torch.device("cpu"))
-    assert built.guard == Guard((names.index("person"), names.index("car")), 8, 16.0)
-
-
-def test_guard_keep_takes_object_class_names_and_reaches_the_built_guard(tmp_path):
-    from uaafusion.guard import Guard
-    from uaafusion.training.builders import build_models, model_spec
-
-    params = load_params(write_params(tmp_path, {"model": {"fusion": {
-        "guard": ["person"], "guard_missed": True, "guard_keep": ["car"], "guard_keep_sigma": 2}}}))
-    fusion = model_spec(params)["fusion"]
-    names = params.data.class_names
-    assert (fusion["guard_keep"], fusion["guard_keep_sigma"]) == ([names.index("car")], 2.0)
-    built, _ = build_models(params, torch.device("cpu"))
-    assert built.guard == Guard((names.index("person"),), 16, 16.0, True, keep=(names.index("car"),), keep_sigma=2.0)
-    assert built.spec["guard_keep"] == [names.index("car")]
-
-
-@pytest.mark.parametrize("guard", [["pedestrian"], ["background"]])
-def test_a_guard_class_outside_the_object_classes_is_refused_with_the_allowed_names(tmp_path, guard):
-    with pytest.raises(ConfigError) as error:
-        load_params(write_params(tmp_path, {"model": {"fusion": {"guard": guard}}}))
-    message = str(error.value)
-    assert "model.fusion.guard" in message and "road, person, car, bicycle" in message

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.test_report import SAMPLE_NAMES, project_params, write_models, write_tiny_dataset
+from tests.report.fake_project import SAMPLE_NAMES, project_params, write_models, write_tiny_dataset
 from uaafusion.config import params_from_dict
 from uaafusion.data.io import write_png
 from uaafusion.errors import DataError
+from uaafusion.metrics.comparison import Comparison, compare_methods
 from uaafusion.paths import ProjectPaths
 from uaafusion.report import FUSION_METRICS
 from uaafusion.steps import evaluate_step
@@ -43,6 +44,11 @@ def test_evaluate_step_writes_to_outputs_and_scores_generalisation_sets(tmp_path
 
     assert set(means) == {"ours", "average", "maximum"}
     assert json.loads((tmp_path / "rep" / "metrics.json").read_text()) == means
+    # The one comparison the report and MLflow read: ours against each baseline, with intervals.
+    evaluation = json.loads((tmp_path / "rep" / "evaluation.json").read_text())
+    comparison = Comparison.from_json(json.loads((tmp_path / "rep" / "comparison.json").read_text()))
+    assert comparison.to_json() == compare_methods(evaluation, "ours", skip_unpaired=True).to_json()
+    assert set(comparison.against) == {"average", "maximum"} and "VIF" in comparison.against["average"]
     for name in SAMPLE_NAMES:
         assert (tmp_path / "fused-x" / "ours" / f"{name}.png").is_file()
     generalisation = json.loads((tmp_path / "rep" / "generalisation.json").read_text())

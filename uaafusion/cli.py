@@ -1,9 +1,13 @@
-"""The ``uaafusion`` command line: one sub-command per module in ``uaafusion.commands``."""
+"""The ``uaafusion`` command line: one sub-command per module in ``uaafusion.commands``, plus the
+commands other installed packages register under the entry-point group ``uaafusion.commands``
+(the project's Prefect flow adds ``uaafusion train`` that way: this package never imports it).
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import logging
 import sys
 
@@ -11,18 +15,14 @@ from uaafusion.allocator import keep_freed_memory
 from uaafusion.errors import UAAFusionError
 
 # Each module exposes ``register(subparsers)``; its parser sets ``func`` (args -> exit code).
-COMMAND_MODULES: tuple[str, ...] = (
-    "prepare",
-    "train",
-    "evaluate",
-    "compare",
-    "fuse",
-    "report",
-    "bench",
-)
+COMMAND_MODULES: tuple[str, ...] = ("prepare", "evaluate", "compare", "fuse", "report")
+COMMAND_ENTRY_POINTS = "uaafusion.commands"
+"""Entry-point group of commands from other packages: each names a ``register(subparsers)`` function."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every command, or (``command`` given) with that one alone: a run imports only
+    the module of the command it runs."""
     parser = argparse.ArgumentParser(
         prog="uaafusion",
         description="Segmentation-driven infrared-visible image fusion (UAAFusion).",
@@ -30,19 +30,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"uaafusion.commands.{name}")
-        except ModuleNotFoundError as error:
-            if error.name == f"uaafusion.commands.{name}":
-                continue  # command not part of this build
-            raise
-        module.register(subparsers)
+        if command in (None, name):
+            importlib.import_module(f"uaafusion.commands.{name}").register(subparsers)
+    for entry_point in importlib.metadata.entry_points(group=COMMAND_ENTRY_POINTS):
+        if command in (None, entry_point.name):
+            entry_point.load()(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    command = next((item for item in arguments if not item.startswith("-")), None)
+    known = {*COMMAND_MODULES, *importlib.metadata.entry_points(group=COMMAND_ENTRY_POINTS).names}
+    parser = build_parser(command if command in known else None)
+    args = parser.parse_args(arguments)
     keep_freed_memory()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     try:

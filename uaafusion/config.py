@@ -19,8 +19,6 @@ import yaml
 from uaafusion.errors import ConfigError
 
 Layout = Literal["msrs", "fmb", "boxes", "pairs"]
-RoiTarget = Literal["maximum", "infrared"]
-IntensityTarget = Literal["sources", "maximum"]
 
 
 @dataclass(frozen=True)
@@ -59,8 +57,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    train: int = 64
-    test: int = 16
+    train: int = 48
+    test: int = 12
     height: int = 128
     width: int = 128
     seed: int = 0
@@ -85,30 +83,10 @@ class FusionModelConfig:
     stages: int = 3
     features: int = 16
     inference_mask: Literal["average", "infrared"] = "average"
-    # The infrared guard (uaafusion/guard.py): class names (from data.class_names, not the first,
-    # the background) that the fused images inference makes may not show where the infrared image
-    # shows background (and, with guard_missed, not lose those classes where the infrared image
-    # shows them); there they return to the infrared image, over guard_radius pixels and a
-    # Gaussian fade of guard_sigma pixels. Empty: off. guard_keep: class names the return leaves
-    # alone where the fused image shows them (e.g. car) and the infrared image shows no guarded
-    # class, fading out over guard_keep_sigma pixels.
-    guard: tuple[str, ...] = ()
-    guard_radius: int = 16      # uaafusion.guard.DEFAULT_RADIUS (a literal here: params load without torch)
-    guard_sigma: float = 16.0   # uaafusion.guard.DEFAULT_SIGMA
-    guard_missed: bool = False
-    guard_keep: tuple[str, ...] = ()
-    guard_keep_sigma: float = 0.0
 
     def check(self, prefix: str) -> None:
         _require(self.stages >= 1, f"{prefix}.stages", "an integer >= 1", self.stages)
         _require(self.features >= 4, f"{prefix}.features", "an integer >= 4", self.features)
-        _require(self.guard_radius >= 0, f"{prefix}.guard_radius", "an integer >= 0 (pixels)", self.guard_radius)
-        _require(self.guard_sigma >= 0, f"{prefix}.guard_sigma", "a number >= 0 (pixels; 0: a hard edge)",
-                 self.guard_sigma)
-        _require(self.guard_keep_sigma >= 0, f"{prefix}.guard_keep_sigma", "a number >= 0 (pixels; 0: a hard edge)",
-                 self.guard_keep_sigma)
-        overlap = sorted(set(self.guard) & set(self.guard_keep))
-        _require(not overlap, f"{prefix}.guard_keep", "class names not also in guard", list(self.guard_keep))
 
 
 @dataclass(frozen=True)
@@ -119,7 +97,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class AttributionConfig:
-    steps: int = 5
+    steps: int = 4
     method: Literal["riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre"] = "riemann_right"
     internal_batch_size: int = 32
     engine: Literal["reverse", "forward", "captum"] = "reverse"
@@ -149,30 +127,6 @@ class TrainConfig:
     grad_clip: float = 1.0
     amp: bool = False
     retries: int = 1
-    # Class mask behind the fused images the segmentation stage trains on: "labels" (the training
-    # mask, as the fusion stage uses it; it draws the labelled regions into the fused images, see
-    # experiments/mask_source.py) or "predicted" (the model's inference mask, as `uaafusion fuse`
-    # and the evaluation make them).
-    fused_mask: Literal["labels", "predicted"] = "labels"
-    # Class mask behind the fusion stage's attribution weights and attention: "labels" (METHOD.md:
-    # the training labels) or "predicted" (the model's inference mask, argmax S(.) of the full image
-    # per model.fusion.inference_mask, so the fusion network trains on the weights it gets at
-    # inference). With "labels" for fused_mask too, the segmentation stage's fused images follow it.
-    fusion_mask: Literal["labels", "predicted"] = "labels"
-    # Weight of one more segmenter input per training batch (pretraining, segmentation stage, joint
-    # steps): a random blend a I + (1 - a) V of the two sources, a ~ U(0, 1) per sample, so the
-    # segmenter learns to read mixtures of the sources such as fused images (0 = off, METHOD.md).
-    mixed_sources: float = 0.0
-    # Weight of the segmenter's loss on the visible image (pretraining, segmentation stage, joint
-    # steps). 1: METHOD.md (cross-entropy on F, I and V alike); 0 leaves the visible image out of the
-    # segmenter's training: on MSRS at night the box labels mark people the visible image does not
-    # show, and a segmenter fitted to that reads visible textures as people
-    # (reports/msrs/discussion.md, items 16 and 23).
-    visible_weight: float = 1.0
-    # Which labels the segmenter's loss on the visible image uses: "all" (METHOD.md) or "background"
-    # (the object pixels are ignored there, so the visible image only teaches that its textures are
-    # background, never to find a person it may not show; reports/msrs/discussion.md, item 25).
-    visible_labels: Literal["all", "background"] = "all"
 
     def check(self, prefix: str) -> None:
         for name in ("rounds", "pretrain_epochs", "fusion_epochs", "segmentation_epochs", "joint_epochs", "retries"):
@@ -181,10 +135,6 @@ class TrainConfig:
             _require(getattr(self, name) > 0, f"{prefix}.{name}", "a positive number", getattr(self, name))
         _require(self.weight_decay >= 0, f"{prefix}.weight_decay", "a number >= 0", self.weight_decay)
         _require(self.grad_clip >= 0, f"{prefix}.grad_clip", "a number >= 0 (0 = off)", self.grad_clip)
-        _require(self.mixed_sources >= 0, f"{prefix}.mixed_sources", "a loss weight >= 0 (0 = off)",
-                 self.mixed_sources)
-        _require(self.visible_weight >= 0, f"{prefix}.visible_weight", "a loss weight >= 0 (0 = off, 1 = METHOD.md)",
-                 self.visible_weight)
 
 
 @dataclass(frozen=True)
@@ -199,38 +149,14 @@ class LossConfig:
     segmentation: float = 0.1
     dice: float = 0.0
     roi: float = 0.0
-    # Beat both pixel baselines on the evaluation's VIF, Qabf and SSIM, as a term (minus the soft
-    # worst margin of losses.fusion_metric_loss; not in METHOD.md): issue #8's criterion as a loss.
-    metrics: float = 0.0
     class_balance: float = 0.0
-    # Class-weight exponent of the fusion stage's segmentation term; None: ``class_balance`` (the
-    # segmenter's). 0 makes a false object in the fused image cost as much as a missed one
-    # (reports/msrs/discussion.md, item 16: the fused images lose people to false ones).
-    fusion_class_balance: float | None = None
-    # What the fused image follows inside the boxes (the ROI term): "maximum" (the brighter source's
-    # intensity and the stronger gradient, pixel by pixel) or "infrared" (the infrared intensity and
-    # gradient: warm targets keep their thermal contrast, STDFusionNet-style).
-    roi_target: RoiTarget = "maximum"
-    # What the intensity term pulls the fused image to: "sources" (METHOD.md: each source, weighted
-    # by its attribution weight; the optimum is a weighted average) or "maximum" (the brighter
-    # source, pixel by pixel, as SeAFusion's intensity loss does).
-    intensity_target: IntensityTarget = "sources"
 
     def check(self, prefix: str) -> None:
         for item in dataclasses.fields(self):
-            if item.type in (float, "float"):
-                _require(getattr(self, item.name) >= 0, f"{prefix}.{item.name}", "a weight >= 0",
-                         getattr(self, item.name))
-        exponent_text = "an exponent in [0, 1] (0 = plain cross-entropy, 0.5 = 1/sqrt(frequency), 1 = 1/frequency)"
-        _require(self.class_balance <= 1.0, f"{prefix}.class_balance", exponent_text, self.class_balance)
-        fusion_exponent = self.fusion_class_balance
-        _require(fusion_exponent is None or 0.0 <= fusion_exponent <= 1.0,
-                 f"{prefix}.fusion_class_balance", f"null (= class_balance) or {exponent_text}", fusion_exponent)
-
-    @property
-    def fusion_exponent(self) -> float:
-        """The class-weight exponent of the fusion stage's segmentation term."""
-        return self.class_balance if self.fusion_class_balance is None else float(self.fusion_class_balance)
+            _require(getattr(self, item.name) >= 0, f"{prefix}.{item.name}", "a weight >= 0", getattr(self, item.name))
+        _require(self.class_balance <= 1.0, f"{prefix}.class_balance",
+                 "an exponent in [0, 1] (0 = plain cross-entropy, 0.5 = 1/sqrt(frequency), 1 = 1/frequency)",
+                 self.class_balance)
 
 
 @dataclass(frozen=True)
@@ -296,19 +222,6 @@ class Params:
         device = self.device.lower()
         allowed = device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
         _require(allowed, "device", "auto, cpu, cuda or cuda:N", self.device)
-        background, *object_names = self.data.class_names
-        for key in ("guard", "guard_keep"):
-            names = getattr(self.model.fusion, key)
-            for name in names:
-                _require(name in object_names, f"model.fusion.{key}",
-                         f"names from data.class_names other than the background {background!r}: "
-                         f"{', '.join(object_names)}", list(names))
-        if self.loss.metrics > 0:
-            from uaafusion.metrics.fusion import SSIM_WINDOW_SIZE  # the smallest image the metric term can score
-
-            _require(self.data.crop_size == 0 or self.data.crop_size >= SSIM_WINDOW_SIZE, "data.crop_size",
-                     f"0 (whole images) or at least {SSIM_WINDOW_SIZE} when loss.metrics > 0 (SSIM's window)",
-                     self.data.crop_size)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists), as it would appear in ``params.yaml``."""
@@ -329,18 +242,52 @@ class Params:
         return flat
 
 
+EXTENDS_KEY = "extends"
+"""Top-level key of a preset: the params file (relative to the preset) whose values it overrides."""
+
+
 def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
-    """Read and validate ``params.yaml``; ``overrides`` maps dotted keys to values (``{"train.rounds": 1}``)."""
+    """Read and validate a params file; ``overrides`` maps dotted keys to values (``{"train.rounds": 1}``).
+
+    A file with ``extends: ../params.yaml`` holds only what differs from that file: its mappings merge
+    into the base's key by key, any other value (lists included) replaces the base's.
+    """
     path = Path(path)
+    raw, chain = _read_extended(path, ())
+    source = str(path) if len(chain) == 1 else f"{path} (extending {', '.join(str(item) for item in chain[1:])})"
+    return params_from_dict(raw, overrides, source=source)
+
+
+def _read_extended(path: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], tuple[Path, ...]]:
+    """``(merged mapping, (path, base, base's base, ...))`` of a params file and what it extends."""
+    user = f" (named by {EXTENDS_KEY} in {seen[-1]})" if seen else ""
     if not path.is_file():
-        raise ConfigError(f"{path}: params file not found. Run from the project root or pass --params.")
+        raise ConfigError(f"{path}: params file not found{user}. Run from the project root or pass --params.")
+    if path.resolve() in (item.resolve() for item in seen):
+        raise ConfigError(f"{path}: {EXTENDS_KEY} loops back to a file it extends ({' -> '.join(map(str, seen))}).")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML ({error}).") from error
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level.")
-    return params_from_dict(raw, overrides, source=str(path))
+    if EXTENDS_KEY not in raw:
+        return raw, (path,)
+    base_name = raw.pop(EXTENDS_KEY)
+    if not isinstance(base_name, str) or not base_name.strip():
+        raise ConfigError(f"{path}: {EXTENDS_KEY} = {base_name!r}; expected the path of a params file, relative to "
+                          f"{path.parent} (e.g. ../params.yaml).")
+    base, chain = _read_extended(path.parent / base_name, (*seen, path))
+    return _merged(base, raw), (path, *chain)
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` on top of ``base``: mappings merge key by key, anything else replaces."""
+    merged = _deep_copy(base)
+    for key, value in override.items():
+        section = merged.get(key)
+        merged[key] = _merged(section, value) if isinstance(section, dict) and isinstance(value, dict) else _deep_copy(value)
+    return merged
 
 
 def parse_overrides(assignments: Sequence[str]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Fusing image pairs with trained models: tensors or arrays in, fused image out.
 
-Colour (METHOD.md §5): the networks fuse luma (Y). Chroma comes from the visible image; where both
+Colour (docs/method.md §5): the networks fuse luma (Y). Chroma comes from the visible image; where both
 inputs are colour, the two CrCb are blended per pixel, each weighted by its distance from neutral.
 
 - :func:`fuse` (``uaafusion.fuse``): arrays/tensors in, the fused ``uint8`` picture out;
@@ -12,7 +12,7 @@ inputs are colour, the two CrCb are blended per pixel, each weighted by its dist
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,22 +23,16 @@ from uaafusion.errors import DataError
 
 
 def fuse_luma(fusion: torch.nn.Module, segmenter: torch.nn.Module, ir: torch.Tensor, vi: torch.Tensor):
-    """Run the fusion network in eval mode without parameter gradients, then its infrared guard.
+    """Run the fusion network in eval mode without parameter gradients.
 
     ir, vi: ``(B, 1, H, W)`` in [0, 1] -> the model's ``FusionOutput`` (``fused (B, 1, H, W)``).
-    The attribution inside the model still uses autograd on its inputs. When the model has a
-    guard (``model.fusion.guard``, :mod:`uaafusion.guard`), ``fused`` is the guarded image and
-    ``guard`` its alpha map.
+    The attribution inside the model still uses autograd on its inputs.
     """
     fusion_was_training, segmenter_was_training = fusion.training, segmenter.training
     fusion.eval()
     segmenter.eval()
     try:
         output = fusion(ir, vi, segmenter)
-        guard = getattr(fusion, "guard", None)
-        if guard is not None:
-            guarded, alpha = guard.apply(output.fused.detach(), ir, segmenter)
-            output = replace(output, fused=guarded, guard=alpha)
     finally:
         fusion.train(fusion_was_training)
         segmenter.train(segmenter_was_training)
@@ -72,11 +66,10 @@ class FusedPair:
     """One fused pair with the intermediates worth looking at (all on the CPU).
 
     image: the fused picture, ``uint8`` gray ``(H, W)`` or RGB ``(H, W, 3)``;
-    fused_luma: the fused Y ``(1, H, W)`` in [0, 1] (after the model's guard, when it has one);
+    fused_luma: the fused Y ``(1, H, W)`` in [0, 1];
     weight_ir / weight_vi: the attribution weights ``(1, H, W)``;
     attention: the last stage's attention map ``(1, H, W)`` in [0, 1] (``None`` without stages);
-    segmentation: predicted class ids ``int64 (H, W)`` of the fused luma (when asked for);
-    guard: the infrared guard's alpha ``(1, H, W)`` in [0, 1] (``None`` when the model has no guard).
+    segmentation: predicted class ids ``int64 (H, W)`` of the fused luma (when asked for).
     """
 
     image: np.ndarray
@@ -85,7 +78,6 @@ class FusedPair:
     weight_vi: torch.Tensor
     attention: torch.Tensor | None
     segmentation: torch.Tensor | None = None
-    guard: torch.Tensor | None = None
 
 
 def predict_classes(segmenter: torch.nn.Module, luma: torch.Tensor) -> torch.Tensor:
@@ -109,7 +101,7 @@ def fuse_pair(
 ) -> FusedPair:
     """Fuse one pair and keep the weights, the last attention map and (``segment``) the classes.
 
-    Inputs as for :func:`fuse`. Colour (METHOD.md §5): the luma is fused; the chroma is the
+    Inputs as for :func:`fuse`. Colour (docs/method.md §5): the luma is fused; the chroma is the
     visible image's, blended with the infrared one's where both are colour. The models must
     already be on ``device`` (default: the fusion model's device).
     """
@@ -130,7 +122,6 @@ def fuse_pair(
         weight_vi=output.weight_vi[0].detach().cpu(),
         attention=attention,
         segmentation=classes,
-        guard=output.guard[0].detach().cpu() if output.guard is not None else None,
     )
 
 

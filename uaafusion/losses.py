@@ -1,4 +1,4 @@
-"""Losses of the fusion and segmentation stages (METHOD.md §3).
+"""Losses of the fusion and segmentation stages (docs/method.md §3).
 
 All images are ``(B, 1, H, W)`` in [0, 1]; logits ``(B, C, H, W)``; labels ``int64 (B, H, W)``
 with ``ignore_index`` for unknown pixels; ROI masks ``(B, 1, H, W)`` (1 inside boxes). Every loss
@@ -8,34 +8,23 @@ returns a scalar tensor and stays finite when a mask is empty (0, never NaN).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, get_args
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as functional
 
-from uaafusion.config import IntensityTarget, LossConfig, RoiTarget
+from uaafusion.config import LossConfig
 from uaafusion.imageops import sobel_magnitude_l1
-from uaafusion.metrics.differentiable import target_metrics
 
 if TYPE_CHECKING:
     from uaafusion.models.unfolding import FusionOutput
 
 
-INTENSITY_TARGETS: tuple[str, ...] = get_args(IntensityTarget)
-
-
 def intensity_loss(
     fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor, w_ir: torch.Tensor, w_vi: torch.Tensor,
-    target: str = "sources",
 ) -> torch.Tensor:
-    """All inputs ``(B, 1, H, W)``. ``target`` ``"sources"`` (METHOD.md §3):
-    ``mean((w_ir * (F - I))^2) + mean((w_vi * (F - V))^2)``; ``"maximum"``: ``mean((F - max(I, V))^2)``
-    (the weights are not used)."""
-    if target not in INTENSITY_TARGETS:
-        raise ValueError(f"intensity target {target!r}: expected one of {', '.join(INTENSITY_TARGETS)}")
-    if target == "maximum":
-        return (fused - torch.maximum(ir, vi)).pow(2).mean()
+    """All inputs ``(B, 1, H, W)``: ``mean((w_ir * (F - I))^2) + mean((w_vi * (F - V))^2)`` (docs/method.md §3)."""
     return (w_ir * (fused - ir)).pow(2).mean() + (w_vi * (fused - vi)).pow(2).mean()
 
 
@@ -43,47 +32,6 @@ def gradient_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> to
     """``L1(|grad F|, max(|grad I|, |grad V|))`` with the Sobel ``|gx| + |gy|`` of :mod:`uaafusion.imageops`."""
     target = torch.maximum(sobel_magnitude_l1(ir), sobel_magnitude_l1(vi))
     return functional.l1_loss(sobel_magnitude_l1(fused), target)
-
-
-# Smallest baseline gap a margin is measured in (crops where both baselines score alike).
-MARGIN_MIN_GAP = 0.01
-# Of the soft minimum over the three margins, in margin units.
-MARGIN_TEMPERATURE = 0.05
-
-
-def soft_minimum(values: torch.Tensor, temperature: float, dim: int = -1) -> torch.Tensor:
-    """``-T logsumexp(-values / T)`` along ``dim``: within ``T log n`` below the minimum of ``n`` values."""
-    return -temperature * torch.logsumexp(-values / temperature, dim=dim)
-
-
-def baseline_margins(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
-    """How far ``fused`` beats both pixel baselines on VIF, Qabf and SSIM, per image: ``(B, 3)``.
-
-    ``margin_m = (m(F) - max(m(avg), m(max))) / max(|m(avg) - m(max)|, MARGIN_MIN_GAP)`` with the
-    evaluation's metrics (:mod:`uaafusion.metrics.differentiable`; ``avg = (I + V) / 2``,
-    ``max = max(I, V)``), columns in :data:`~uaafusion.metrics.differentiable.TARGET_METRICS` order: 0 = level with the better
-    baseline, -1 = as far below it as the worse one. Inputs ``(B, 1, H, W)`` in [0, 1], scored on
-    0-255 in float32 outside autocast; the baselines carry no gradient.
-    """
-    with torch.autocast(device_type=fused.device.type, enabled=False):
-        fused_255, ir_255, vi_255 = (255.0 * image.float() for image in (fused, ir, vi))
-        with torch.no_grad():
-            baselines = [target_metrics(baseline, ir_255, vi_255)
-                         for baseline in ((ir_255 + vi_255) / 2, torch.maximum(ir_255, vi_255))]
-        target = torch.maximum(*baselines)
-        gap = (baselines[0] - baselines[1]).abs().clamp(min=MARGIN_MIN_GAP)
-        return (target_metrics(fused_255, ir_255, vi_255) - target) / gap
-
-
-def fusion_metric_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
-    """Minus the soft worst of the three :func:`baseline_margins`, averaged over the batch (scalar).
-
-    Issue #8's criterion as a training objective (not in METHOD.md): it falls as the fused image
-    gains on whichever of VIF, Qabf and SSIM is furthest behind the better baseline of its own crop.
-    The soft minimum is :func:`soft_minimum` with ``T =`` :data:`MARGIN_TEMPERATURE` (within ``T log 3``
-    of the true minimum).
-    """
-    return -soft_minimum(baseline_margins(fused, ir, vi), MARGIN_TEMPERATURE, dim=1).mean()
 
 
 def segmentation_loss(
@@ -144,26 +92,16 @@ def class_balance_weights(pixel_counts: np.ndarray | Sequence[int], exponent: fl
     return weights / float((frequency * weights).sum())
 
 
-ROI_TARGETS: tuple[str, ...] = get_args(RoiTarget)
-
-
-def roi_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor, roi: torch.Tensor,
-             target: str = "maximum") -> torch.Tensor:
+def roi_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor, roi: torch.Tensor) -> torch.Tensor:
     """Target-aware term inside the box masks ``roi (B, 1, H, W)``: 0 when no pixel is inside a box.
 
-    ``sum(roi (F - T)^2) / sum(roi) + sum(roi |(|grad F| - G)|) / sum(roi)`` with, for ``target``
-    ``"maximum"``, ``T = max(I, V)`` and ``G = max(|grad I|, |grad V|)``; for ``"infrared"``,
-    ``T = I`` and ``G = |grad I|``.
+    ``sum(roi (F - max(I, V))^2) / sum(roi) + sum(roi |(|grad F| - max(|grad I|, |grad V|))|) / sum(roi)``:
+    inside the boxes the fused image follows the brighter source and the stronger gradient.
     """
-    if target not in ROI_TARGETS:
-        raise ValueError(f"roi target {target!r}: expected one of {', '.join(ROI_TARGETS)}")
     roi = roi.to(fused.dtype)
     count = roi.sum().clamp(min=1.0)
-    if target == "infrared":
-        intensity_target, gradient_target = ir, sobel_magnitude_l1(ir)
-    else:
-        intensity_target = torch.maximum(ir, vi)
-        gradient_target = torch.maximum(sobel_magnitude_l1(ir), sobel_magnitude_l1(vi))
+    intensity_target = torch.maximum(ir, vi)
+    gradient_target = torch.maximum(sobel_magnitude_l1(ir), sobel_magnitude_l1(vi))
     intensity = (roi * (fused - intensity_target).pow(2)).sum() / count
     gradient = (roi * (sobel_magnitude_l1(fused) - gradient_target).abs()).sum() / count
     return intensity + gradient
@@ -173,11 +111,12 @@ class FusionLoss:
     """The fusion-stage objective, weighted by :class:`uaafusion.config.LossConfig`.
 
     ``loss(output, ir, vi, logits, labels, roi) -> {"intensity", "gradient", "segmentation",
-    "roi", "metrics", "total"}``: the terms unweighted, ``total`` = the weighted sum. ``logits`` are
+    "roi", "total"}``: the terms unweighted, ``total`` = the weighted sum. ``logits`` are
     ``S(output.fused)`` (gradients flow through the frozen segmenter to the fused image); the
-    segmentation term is the cross-entropy against ``labels`` (METHOD.md §3; Dice belongs to the
-    segmentation stage), weighted by ``class_weights (C,)`` when given (``loss.class_balance``). ``logits``/``labels``/``roi`` may be None (their term is 0); terms with
-    weight 0 are reported as 0 and not computed.
+    segmentation term is the cross-entropy against ``labels`` (docs/method.md §3; Dice belongs to the
+    segmentation stage), weighted by ``class_weights (C,)`` when given (``loss.class_balance``).
+    ``logits``/``labels``/``roi`` may be None (their term is 0); terms with weight 0 are reported as
+    0 and not computed.
     """
 
     def __init__(self, loss_config: LossConfig, ignore_index: int = 255,
@@ -199,19 +138,17 @@ class FusionLoss:
         zero = fused.new_zeros(())
         config = self.config
         terms: dict[str, torch.Tensor] = {
-            "intensity": intensity_loss(fused, ir, vi, output.weight_ir, output.weight_vi, config.intensity_target)
+            "intensity": intensity_loss(fused, ir, vi, output.weight_ir, output.weight_vi)
             if config.intensity > 0 else zero,
             "gradient": gradient_loss(fused, ir, vi) if config.gradient > 0 else zero,
             "segmentation": segmentation_loss(logits, labels, self.ignore_index, class_weights=self.class_weights)
             if config.segmentation > 0 and logits is not None and labels is not None else zero,
-            "roi": roi_loss(fused, ir, vi, roi, config.roi_target) if config.roi > 0 and roi is not None else zero,
-            "metrics": fusion_metric_loss(fused, ir, vi) if config.metrics > 0 else zero,
+            "roi": roi_loss(fused, ir, vi, roi) if config.roi > 0 and roi is not None else zero,
         }
         terms["total"] = (
             config.intensity * terms["intensity"]
             + config.gradient * terms["gradient"]
             + config.segmentation * terms["segmentation"]
             + config.roi * terms["roi"]
-            + config.metrics * terms["metrics"]
         )
         return terms

@@ -11,16 +11,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm import tqdm
 
 from uaafusion.config import Params
+from uaafusion.method_names import BASELINES, OUR_METHOD, PIPELINE_METHODS
 from uaafusion.paths import ProjectPaths
 
 LOGGER = logging.getLogger(__name__)
 
-BASELINE_METHODS = ("average", "maximum")
-OUR_METHOD = "ours"
 
 
 def uses_synthetic_data(params: Params, paths: ProjectPaths) -> bool:
@@ -42,17 +40,40 @@ def with_absolute_data_root(params: Params, paths: ProjectPaths) -> Params:
 
 
 def prepare_step(params: Params, paths: ProjectPaths) -> dict[str, Any]:
-    """Write the embedded synthetic dataset, or check a real dataset and count its samples."""
-    from uaafusion.data.datasets import create_dataset
+    """Write the embedded synthetic dataset when ``data.root`` is its folder, else check the configured
+    dataset (:func:`check_dataset`). Returns the synthetic set's manifest or the check's summary."""
     from uaafusion.data.synthetic import write_synthetic_dataset
 
     if uses_synthetic_data(params, paths):
         return write_synthetic_dataset(params.synthetic, paths.synthetic_data)
-    params = with_absolute_data_root(params, paths)
-    counts = {}
-    for split in (params.data.train_split, params.data.test_split):
-        counts[split] = len(create_dataset(params.data, split, crop=False, seed=params.seed))
-    return {"root": params.data.root, "counts": counts}
+    return check_dataset(with_absolute_data_root(params, paths))
+
+
+def check_dataset(params: Params) -> dict[str, Any]:
+    """Read every pair of the configured dataset's splits (a split sharing another's folder is read once).
+
+    Returns ``{"root", "splits": {split: {"folder", "count", "sizes": [[H, W], ...], "skipped": [[name,
+    reason], ...]}}}``; raises :class:`DataError` at a bad file (``on_bad_input: strict``) or when no
+    split has a usable pair.
+    """
+    from uaafusion.data.datasets import create_dataset, split_directory
+    from uaafusion.errors import DataError
+
+    data = params.data
+    splits: dict[str, dict[str, Any]] = {}
+    for split in dict.fromkeys((data.train_split, data.test_split)):
+        folder = split_directory(data.layout, data.root, split).resolve()
+        same = next((name for name, info in splits.items() if info["folder"] == str(folder)), None)
+        if same is not None:
+            splits[split] = {**splits[same], "same_as": same}
+            continue
+        dataset = create_dataset(data, split, crop=False, seed=params.seed)
+        splits[split] = {"folder": str(folder), "count": len(dataset),
+                         "sizes": sorted({(record.height, record.width) for record in dataset.records}),
+                         "skipped": [list(item) for item in dataset.skipped]}
+    if not any(info["count"] for info in splits.values()):
+        raise DataError(f"{data.root}: no usable pairs found.")
+    return {"root": data.root, "splits": splits}
 
 
 def write_training_curves(history: dict[str, list[dict[str, Any]]], out_dir: Path) -> dict[str, Path]:
@@ -89,7 +110,7 @@ def fuse_test_split(params: Params, paths: ProjectPaths, checkpoint: Path) -> di
 def fuse_dataset(dataset: Any, params: Params, checkpoint: Path, out_root: Path, description: str) -> dict[str, Path]:
     """Fuse every sample of ``dataset`` with our model and the pixel baselines -> ``out_root/<method>/NAME.png``.
 
-    Colour per METHOD.md: the fused luminance takes the visible image's CrCb when it has colour.
+    Colour (docs/method.md §5): the fused luminance takes the visible image's CrCb when it has colour.
     """
     from uaafusion.data.datasets import sample_chroma
     from uaafusion.data.io import tensor_to_array, write_png
@@ -100,17 +121,14 @@ def fuse_dataset(dataset: Any, params: Params, checkpoint: Path, out_root: Path,
     device = resolve_device(params.device)
     loaded = load_models(checkpoint, map_location=device)
     fusion, segmenter = loaded.fusion.to(device), loaded.segmenter.to(device)
-    folders = {method: out_root / method for method in (OUR_METHOD, *BASELINE_METHODS)}
+    folders = {method: out_root / method for method in PIPELINE_METHODS}
     for index in tqdm(range(len(dataset)), desc=description, disable=None):
         sample = dataset[index]
         ir, vi = sample["ir"], sample["vi"]
         chroma = sample_chroma(sample)
         output = fuse_luma(fusion, segmenter, ir[None].to(device), vi[None].to(device))
-        outputs = {
-            OUR_METHOD: output.fused[0].detach().cpu(),
-            "average": (ir + vi) / 2,
-            "maximum": torch.maximum(ir, vi),
-        }
+        outputs = {OUR_METHOD: output.fused[0].detach().cpu(),
+                   **{method: fuse(ir, vi) for method, fuse in BASELINES.items()}}
         for method, luma in outputs.items():
             write_png(folders[method] / f"{sample['name']}.png", tensor_to_array(compose_colour(luma, chroma)))
     return folders
@@ -119,9 +137,13 @@ def fuse_dataset(dataset: Any, params: Params, checkpoint: Path, out_root: Path,
 def evaluate_step(params: Params, paths: ProjectPaths) -> dict[str, dict[str, float]]:
     """Fuse the test split, score ours, the baselines and any configured peers.
 
-    Writes ``reports/evaluation.json`` (every method, per image and mean) and
-    ``reports/metrics.json`` (the mean metrics per method, for ``dvc metrics``).
+    Writes ``reports/evaluation.json`` (every method, per image and mean), ``reports/metrics.json``
+    (the mean metrics per method, for ``dvc metrics``) and ``reports/comparison.json`` (ours against
+    every other method and each method against the sources, with bootstrap intervals: the one
+    comparison that the report and MLflow read).
     """
+    from uaafusion.metrics.comparison import compare_methods
+
     from uaafusion.data.datasets import layout_folders, split_directory
     from uaafusion.device import resolve_device
     from uaafusion.metrics.evaluate import evaluate_folders
@@ -150,6 +172,8 @@ def evaluate_step(params: Params, paths: ProjectPaths) -> dict[str, dict[str, fl
     paths.evaluation.write_text(json.dumps(results, indent=1))
     means = {method: result["mean"] for method, result in results.items()}
     paths.metrics.write_text(json.dumps(means, indent=2))
+    comparison = compare_methods(results, OUR_METHOD, skip_unpaired=True)
+    paths.comparison.write_text(json.dumps(comparison.to_json(), indent=1))
     if params.evaluate.generalisation:
         generalisation_step(params, paths)
     elif paths.generalisation.exists():

@@ -101,24 +101,6 @@ def test_fuse_pair_returns_maps_and_segmentation(checkpoint: Path) -> None:
     assert int(result.segmentation.max()) < NUM_CLASSES
 
 
-def test_fuse_pair_with_a_guard_blends_the_network_output_towards_infrared_by_its_alpha(checkpoint: Path) -> None:
-    """The model's guard acts after the network: fused = alpha I + (1 - alpha) F, alpha returned."""
-    from uaafusion.guard import Guard
-
-    loaded = load_models_for_inference(checkpoint, "cpu")
-    ir, vi = random_image(40, 48, False, 30), random_image(40, 48, False, 31)
-    plain = fuse_pair(ir, vi, loaded.fusion, loaded.segmenter)
-    assert plain.guard is None
-    loaded.fusion.guard = Guard((1, 2), radius=2, sigma=1.5)
-    guarded = fuse_pair(ir, vi, loaded.fusion, loaded.segmenter)
-    alpha = guarded.guard
-    assert alpha.shape == (1, 40, 48) and float(alpha.max()) == 1.0
-    infrared = torch.from_numpy(ir).float().div(255.0)[None]
-    assert torch.allclose(guarded.fused_luma, alpha * infrared + (1 - alpha) * plain.fused_luma, atol=1e-6)
-    untouched = alpha == 0
-    assert bool(untouched.any()) and torch.equal(guarded.fused_luma[untouched], plain.fused_luma[untouched])
-
-
 # -- CLI ------------------------------------------------------------------------------------------
 
 def test_fuse_cli_pair_colour_visible_with_maps(tmp_path: Path, checkpoint: Path) -> None:
@@ -223,50 +205,3 @@ def test_parse_model_uri_forms() -> None:
     for bad in ("uaafusion-fusion@champion", "models:/", "models:/name/x/y", "models:/name/abc"):
         with pytest.raises(TrackingError, match="models:/NAME@ALIAS"):
             parse_model_uri(bad)
-
-
-def test_fuse_cli_guard_writes_its_map_and_refuses_unknown_classes(tmp_path: Path, checkpoint: Path,
-                                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    ir_path = write_png(tmp_path / "ir.png", random_image(40, 48, False, 30))
-    vi_path = write_png(tmp_path / "vi.png", random_image(40, 48, False, 31))
-    common = ["fuse", "--ir", str(ir_path), "--vi", str(vi_path), "--checkpoint", str(checkpoint), "--device", "cpu"]
-    assert cli_main([*common, "--out", str(tmp_path / "g" / "f.png"), "--guard", "road,person",
-                     "--guard-radius", "2", "--guard-sigma", "1.5", "--save-maps"]) == 0
-    assert read_image(tmp_path / "g" / "f_guard.png").shape == (40, 48, 3)
-    assert cli_main([*common, "--out", str(tmp_path / "n" / "f.png"), "--guard", "none"]) == 0
-    assert cli_main([*common, "--out", str(tmp_path / "p" / "f.png")]) == 0
-    assert np.array_equal(read_image(tmp_path / "n" / "f.png"), read_image(tmp_path / "p" / "f.png"))
-    assert not np.array_equal(read_image(tmp_path / "g" / "f.png"), read_image(tmp_path / "p" / "f.png"))
-    assert cli_main([*common, "--out", str(tmp_path / "x.png"), "--guard", "car"]) == 2
-    error = capsys.readouterr().err
-    assert "--guard 'car'" in error and "road, person" in error
-    assert not (tmp_path / "x.png").exists()
-    assert cli_main([*common, "--out", str(tmp_path / "k.png"), "--guard", "person", "--guard-keep", "car"]) == 2
-    error = capsys.readouterr().err
-    assert "--guard-keep 'car'" in error and "road, person" in error
-    assert cli_main([*common, "--out", str(tmp_path / "k.png"), "--guard", "person", "--guard-keep", "person"]) == 2
-    assert "both guarded and kept" in capsys.readouterr().err
-    assert not (tmp_path / "k.png").exists()
-
-
-def test_fuse_cli_guard_keep_leaves_the_kept_class_as_fused(tmp_path: Path, checkpoint: Path) -> None:
-    """With every class but the guarded one kept, the guard can only act where the fused image shows
-    the guarded class or background; kept pixels come out exactly as without the guard."""
-    import torch
-
-    from uaafusion.commands.fuse import guard_from_argument
-
-    guard = guard_from_argument("person", 2, 1.5, True, ["background", "road", "person"], "road", 0.0)
-    assert guard.keep == (1,) and guard.classes == (2,) and guard.missed
-    fused_classes = torch.tensor([[[2, 1, 0, 0]]])
-    ir_classes = torch.tensor([[[0, 0, 0, 0]]])
-    fused, ir = torch.full((1, 1, 1, 4), 0.5), torch.zeros(1, 1, 1, 4)
-    guarded, alpha = guard.guarded(fused, ir, fused_classes, ir_classes)
-    assert float(alpha[0, 0, 0, 1]) == 0.0 and float(guarded[0, 0, 0, 1]) == 0.5
-    assert float(alpha[0, 0, 0, 0]) == 1.0
-    ir_path = write_png(tmp_path / "ir.png", random_image(40, 48, False, 30))
-    vi_path = write_png(tmp_path / "vi.png", random_image(40, 48, False, 31))
-    common = ["fuse", "--ir", str(ir_path), "--vi", str(vi_path), "--checkpoint", str(checkpoint), "--device", "cpu"]
-    assert cli_main([*common, "--out", str(tmp_path / "k" / "f.png"), "--guard", "person", "--guard-keep", "road",
-                     "--guard-radius", "2", "--guard-sigma", "1.5"]) == 0
-    assert read_image(tmp_path / "k" / "f.png").shape[:2] == (40, 48)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -88,9 +89,18 @@ def test_prepare_check_missing_dataset_explains(tmp_path, capsys):
     assert "dataset folder not found" in capsys.readouterr().err
 
 
-def test_prepare_needs_an_action(tmp_path):
+def test_prepare_without_a_flag_is_the_pipelines_prepare_step(tmp_path, capsys):
+    """data.root at the project's synthetic folder (beside the params file): written there; else checked."""
+    params = write_params(tmp_path)
+    assert main(["prepare", "--params", str(params)]) == 0
+    assert len(list((tmp_path / "data" / "synthetic" / "train" / "ir").glob("*.png"))) == 4
+    shutil.copytree(tmp_path / "data" / "synthetic", tmp_path / "elsewhere")
+    capsys.readouterr()
+    assert main(["prepare", "--params", str(params), "--root", str(tmp_path / "elsewhere")]) == 0
+    printed = capsys.readouterr().out
+    assert "checking" in printed and "train: 4 pairs in" in printed and printed.rstrip().endswith("ok")
     with pytest.raises(SystemExit):
-        main(["prepare", "--params", str(write_params(tmp_path))])
+        main(["prepare", "--synthetic", "--check", "--params", str(params)])
 
 
 def test_prepare_bad_params_is_a_config_error(tmp_path, capsys):

@@ -85,10 +85,10 @@ def test_default_set_reads_as_msrs_with_valid_labels(default_set):
     config = DataConfig(layout="msrs", root=str(root), crop_size=96)
     train = create_dataset(config, "train", crop=True)
     test = create_dataset(config, "test", crop=False)
-    assert len(train) == 64 and len(test) == 16
+    assert len(train) == 48 and len(test) == 12
     sample = train[0]
     assert sample["ir"].shape == (1, 96, 96) and int(sample["label"].max()) < 5
-    assert manifest["splits"]["train"]["night"] == 32 and manifest["splits"]["test"]["night"] == 8
+    assert manifest["splits"]["train"]["night"] == 24 and manifest["splits"]["test"]["night"] == 6
 
 
 def test_every_foreground_class_is_in_a_good_share_of_train_images(default_set):

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from uaafusion.data.boxes import Box, boxes_to_class_mask
 from uaafusion.metrics.fusion import structural_similarity
-from uaafusion.metrics.segmentation import ConfusionMatrix, box_mask_confusion, roi_ssim
+from uaafusion.metrics.segmentation import ConfusionMatrix, roi_ssim
 
 TARGET = np.array([[0, 0, 1], [1, 2, 255]])
 PREDICTION = np.array([[0, 1, 1], [1, 0, 2]])
@@ -89,19 +88,6 @@ def test_bad_inputs_are_rejected() -> None:
         matrix.update(np.array([[0, 3]]), np.zeros((1, 2), dtype=int))
     with pytest.raises(TypeError):
         matrix.update(np.array([[0.5]]), np.array([[0]]))
-
-
-def test_box_mask_confusion() -> None:
-    boxes = [Box(0, 1, 1, 3, 3), Box(2, 4, 0, 6, 2)]  # person (class 1), car (class 3)
-    box_mask = boxes_to_class_mask(boxes, 4, 6)
-    prediction = box_mask.copy()
-    prediction[1, 1] = 0  # one person pixel missed
-    matrix = box_mask_confusion(prediction, box_mask, num_classes=4)
-    iou = matrix.per_class_iou()
-    assert iou[1] == pytest.approx(3 / 4)
-    assert iou[3] == 1.0
-    assert math.isnan(iou[2])  # no bicycle anywhere
-    assert iou[0] == pytest.approx(16 / 17)
 
 
 def test_roi_ssim_full_mask_equals_ssim_and_border_handling() -> None:

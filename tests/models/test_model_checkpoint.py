@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.models.segmenters_for_tests import random_images
-from uaafusion.errors import ConfigError, DataError, DeviceError, TrainingError
+from uaafusion.errors import DataError, DeviceError, TrainingError
 from uaafusion.models import create_fusion_model, create_segmenter, load_models, save_models
 from uaafusion.models.checkpoint import model_spec
 
@@ -103,17 +103,16 @@ def test_loading_onto_missing_cuda_is_a_device_error(tmp_path):
         load_models(path, map_location="cuda")
 
 
-def test_the_infrared_guard_travels_in_the_checkpoint_and_old_checkpoints_have_none(tmp_path):
-    from uaafusion.guard import Guard
-
-    segmenter = create_segmenter(**SEGMENTER_SPEC)
-    guarded = create_fusion_model("uaafusion", stages=1, features=8, attribution_steps=2,
-                                  guard_classes=[2], guard_radius=5, guard_sigma=3.0)
-    assert guarded.guard == Guard((2,), 5, 3.0)
-    loaded = load_models(save_models(tmp_path / "guarded.pt", guarded, segmenter))
-    assert loaded.fusion.guard == Guard((2,), 5, 3.0)
-    old_spec = {"segmenter": dict(SEGMENTER_SPEC), "fusion": dict(FUSION_SPEC)}  # written before the guard existed
-    plain = create_fusion_model("uaafusion", **{k: v for k, v in FUSION_SPEC.items() if k != "name"})
-    assert load_models(save_models(tmp_path / "old.pt", plain, segmenter, spec=old_spec)).fusion.guard is None
-    with pytest.raises(ConfigError, match="model.fusion.guard"):
-        create_fusion_model("uaafusion", stages=1, features=8, guard_classes=[0])
+def test_older_checkpoints_load_without_the_removed_guard_and_one_that_used_it_is_refused(tmp_path):
+    """Checkpoints written before the infrared guard was removed carry its keys in their spec: off, the
+    model is the same and loads; on, it cannot fuse as trained, and the message says what to do."""
+    fusion, segmenter = _models()
+    guard_off = {"guard_classes": [], "guard_radius": 16, "guard_sigma": 16.0, "guard_missed": False,
+                 "guard_keep": [], "guard_keep_sigma": 0.0}
+    spec = {"segmenter": dict(SEGMENTER_SPEC), "fusion": {**FUSION_SPEC, **guard_off}}
+    loaded = load_models(save_models(tmp_path / "old.pt", fusion, segmenter, spec=spec))
+    ir, vi = random_images(1, 24, 24), random_images(1, 24, 24)
+    assert torch.equal(loaded.fusion(ir, vi, loaded.segmenter).fused, fusion(ir, vi, segmenter).fused)
+    spec["fusion"]["guard_classes"] = [2]
+    with pytest.raises(TrainingError, match="infrared guard.*archive/msrs-investigation"):
+        load_models(save_models(tmp_path / "guarded.pt", fusion, segmenter, spec=spec))

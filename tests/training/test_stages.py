@@ -16,9 +16,8 @@ import torch
 from tests.helpers import REPO_ROOT, tiny_params_dict
 from uaafusion.config import params_from_dict
 from uaafusion.data.synthetic import write_synthetic_dataset
-from uaafusion.errors import ConfigError, TrainingError
+from uaafusion.errors import TrainingError
 from uaafusion.training import read_history, run_training, training_units
-from uaafusion.training.stages import background_only
 from uaafusion.training.state import STATE_FILE_NAME
 
 
@@ -88,184 +87,29 @@ def test_class_balance_weights_the_segmentation_loss_and_are_recorded(tiny_data:
     assert [row["loss"] for row in read_history(tmp_path / "balanced")["steps"]][0] != pytest.approx(first_loss)
 
 
-def test_fusion_class_balance_weights_only_the_fusion_stages_segmentation_term(tiny_data: Path,
-                                                                              tmp_path: Path) -> None:
+def test_segmentation_stage_trains_on_the_images_the_fusion_stage_fused(tiny_data: Path, tmp_path: Path) -> None:
+    """The segmentation stage's fused images: the frozen fusion network with each image's label mask
+    and this round's cached weights (the fusion stage's inputs), one per full training image."""
+    from uaafusion.attribution import labels_to_one_hot
+    from uaafusion.training.round_stores import fused_image_store, round_weights
     from uaafusion.training.stages import fusion_stage, open_training, pretrain_segmenter
 
-    shared = tiny_params(tiny_data, **{"loss.class_balance": 0.5})
-    assert shared.loss.fusion_class_balance is None and shared.loss.fusion_exponent == 0.5
-    plain_fusion = tiny_params(tiny_data, **{"loss.class_balance": 0.5, "loss.fusion_class_balance": 0})
-    first_fusion_steps = {}
-    for name, params in (("shared", shared), ("plain", plain_fusion)):
-        context = open_training(params, tmp_path / name)
-        assert context.class_weights is not None
-        if name == "shared":
-            assert torch.equal(context.fusion_class_weights, context.class_weights)
-        else:
-            assert context.fusion_class_weights is None
-        record = json.loads((tmp_path / name / "class_weights.json").read_text())
-        assert record["fusion_weights"] == (record["weights"] if name == "shared" else None)
-        pretrain_segmenter(params, tmp_path / name)
-        fusion_stage(params, tmp_path / name, 1)
-        steps = read_history(tmp_path / name)["steps"]
-        first_fusion_steps[name] = next(row for row in steps if row["stage"] == "round-1/fusion")
-    # The same segmenter (same pretraining) and the same first fused crops: only the term's class weights differ.
-    pretrain = [[row["loss"] for row in read_history(tmp_path / name)["steps"] if row["stage"] == "pretrain"]
-                for name in ("shared", "plain")]
-    assert pretrain[0] == pretrain[1]
-    shared_step, plain_step = first_fusion_steps["shared"], first_fusion_steps["plain"]
-    assert shared_step["loss_intensity"] == pytest.approx(plain_step["loss_intensity"], rel=1e-6)
-    assert shared_step["loss_segmentation"] != pytest.approx(plain_step["loss_segmentation"], rel=1e-3)
-
-
-def test_segmentation_stage_trains_on_fused_images_made_as_inference_makes_them(tiny_data: Path, tmp_path: Path,
-                                                                            ) -> None:
-    from uaafusion.data.datasets import create_dataset
-    from uaafusion.inference import fuse_luma
-    from uaafusion.training.stages import (
-        _fused_image_store, _round_weights, fusion_stage, open_training, pretrain_segmenter)
-
-    params = tiny_params(tiny_data, **{"train.fused_mask": "predicted"})
-    assert tiny_params(tiny_data).train.fused_mask == "labels"  # the default: as the fusion stage
+    params = tiny_params(tiny_data)
     pretrain_segmenter(params, tmp_path / "run")
     fusion_stage(params, tmp_path / "run", 1)
     context = open_training(params, tmp_path / "run")
-    predicted = _fused_image_store(context, None)
-    labelled = _fused_image_store(context, _round_weights(context, 1, None))
-    dataset = create_dataset(params.data, params.data.train_split, crop=False)
-    assert sorted(predicted) == sorted(dataset.names)
-    for index in range(len(dataset)):
-        sample = dataset[index]
-        with torch.no_grad():
-            expected = fuse_luma(context.fusion, context.segmenter, sample["ir"][None], sample["vi"][None]).fused[0]
-        assert torch.allclose(predicted[sample["name"]], expected, atol=1e-6)
-    # The label mask changes the fused images (weights per labelled region): a different training input.
-    assert any(not torch.allclose(labelled[name], predicted[name], atol=1e-4) for name in predicted)
-
-    losses = {}
-    for mode in ("predicted", "labels"):
-        run_training(tiny_params(tiny_data, **{"train.fused_mask": mode}), tmp_path / mode)
-        losses[mode] = [row["loss_fused"] for row in read_history(tmp_path / mode)["steps"] if "loss_fused" in row]
-    assert losses["predicted"] and losses["predicted"] != pytest.approx(losses["labels"])
-
-
-def test_mixed_sources_train_the_segmenter_on_random_blends_of_the_sources(tiny_data: Path, tmp_path: Path) -> None:
-    from uaafusion.training.stages import _source_mixing, open_training
-
-    params = tiny_params(tiny_data, **{"train.mixed_sources": 0.5})
-    context = open_training(params, tmp_path / "probe")
-    assert _source_mixing(open_training(tiny_params(tiny_data), tmp_path / "off"), "pretrain/epoch-1") is None
-    ir, vi = torch.rand(3, 1, 8, 8), torch.rand(3, 1, 8, 8)
-    blend = _source_mixing(context, "pretrain/epoch-1")(ir, vi)
-    # One share a in [0, 1] per sample: blend = a I + (1 - a) V at every pixel of that sample.
-    shares = ((blend - vi) / (ir - vi)).flatten(1)
-    assert torch.allclose(shares, shares[:, :1].expand_as(shares), atol=1e-4)
-    assert ((shares >= 0) & (shares <= 1)).all() and shares[:, 0].unique().numel() == 3
-    # The same unit draws the same blends (a resumed unit trains on what it would have); another unit does not.
-    assert torch.equal(_source_mixing(context, "pretrain/epoch-1")(ir, vi), blend)
-    assert not torch.allclose(_source_mixing(context, "pretrain/epoch-2")(ir, vi), blend)
-
-    run_training(params, tmp_path / "mixed")
-    steps = [row for row in read_history(tmp_path / "mixed")["steps"]
-             if row["stage"] in ("pretrain", "round-1/segmentation")]
-    assert {"pretrain", "round-1/segmentation"} == {row["stage"] for row in steps}
-    for row in steps:  # the blend's loss is logged and weighted into the total
-        sources = row["loss_ir"] + row["loss_vi"] + row.get("loss_fused", 0.0)
-        assert row["loss"] == pytest.approx(sources + 0.5 * row["loss_mixed"], rel=1e-5)
-    joint = tiny_params(tiny_data, **{"train.mixed_sources": 0.5, "train.schedule": "joint"})
-    assert run_training(joint, tmp_path / "joint") != run_training(
-        tiny_params(tiny_data, **{"train.schedule": "joint"}), tmp_path / "joint-plain")
-    with pytest.raises(ConfigError, match="train.mixed_sources"):
-        tiny_params(tiny_data, **{"train.mixed_sources": -1})
-
-
-def test_visible_weight_scales_or_drops_the_segmenters_loss_on_the_visible_image(tiny_data: Path, tmp_path: Path) -> None:
-    assert tiny_params(tiny_data).train.visible_weight == 1.0  # the default: METHOD.md, F, I and V alike
-    trained_stages = ("pretrain", "round-1/segmentation")
-    for weight in (0.5, 0.0):
-        run_training(tiny_params(tiny_data, **{"train.visible_weight": weight}), tmp_path / f"vi-{weight}")
-        steps = [row for row in read_history(tmp_path / f"vi-{weight}")["steps"] if row["stage"] in trained_stages]
-        assert set(trained_stages) == {row["stage"] for row in steps}
-        for row in steps:
-            others = row["loss_ir"] + row.get("loss_fused", 0.0)
-            if weight == 0.0:  # the visible image is not run at all
-                assert "loss_vi" not in row and row["loss"] == pytest.approx(others, rel=1e-5)
-            else:
-                assert row["loss"] == pytest.approx(others + weight * row["loss_vi"], rel=1e-5)
-    # Leaving the visible image out trains another segmenter (the pretraining differs from step 1 on).
-    half_visible = [row["loss_ir"] for row in read_history(tmp_path / "vi-0.5")["steps"] if row["stage"] == "pretrain"]
-    infrared_only = [row["loss_ir"] for row in read_history(tmp_path / "vi-0.0")["steps"] if row["stage"] == "pretrain"]
-    assert half_visible[0] == pytest.approx(infrared_only[0]) and half_visible[1:] != pytest.approx(infrared_only[1:])
-    with pytest.raises(ConfigError, match="train.visible_weight"):
-        tiny_params(tiny_data, **{"train.visible_weight": -0.5})
-
-
-def test_background_only_ignores_the_object_pixels_and_keeps_background_and_ignored() -> None:
-    labels = torch.tensor([[[0, 1, 2], [3, 255, 0]]])
-    assert background_only(labels, 255).tolist() == [[[0, 255, 255], [255, 255, 0]]]
-    assert labels.tolist() == [[[0, 1, 2], [3, 255, 0]]]  # the caller's labels are not changed
-
-
-def test_visible_labels_background_trains_the_visible_image_on_its_background_only(tiny_data: Path,
-                                                                                    tmp_path: Path) -> None:
-    assert tiny_params(tiny_data).train.visible_labels == "all"  # the default: METHOD.md
-    run_training(tiny_params(tiny_data), tmp_path / "all")
-    run_training(tiny_params(tiny_data, **{"train.visible_labels": "background"}), tmp_path / "background")
-    pretrain = {name: [row for row in read_history(tmp_path / name)["steps"] if row["stage"] == "pretrain"]
-                for name in ("all", "background")}
-    first_all, first_background = pretrain["all"][0], pretrain["background"][0]
-    # Same segmenter at step 1: the infrared loss is the same, the visible one scores fewer pixels.
-    assert first_background["loss_ir"] == pytest.approx(first_all["loss_ir"], rel=1e-6)
-    assert first_background["loss_vi"] != pytest.approx(first_all["loss_vi"], rel=1e-3)
-    assert first_background["loss"] == pytest.approx(first_background["loss_ir"] + first_background["loss_vi"], rel=1e-5)
-    with pytest.raises(ConfigError, match="train.visible_labels"):
-        tiny_params(tiny_data, **{"train.visible_labels": "objects"})
-
-
-def test_fusion_stage_can_train_with_the_inference_mask(tiny_data: Path, tmp_path: Path) -> None:
-    from uaafusion.attribution import labels_to_one_hot, modality_weights
-    from uaafusion.data.datasets import create_dataset
-    from uaafusion.training.stages import _round_masks, _round_weights, open_training, pretrain_segmenter
-
-    assert tiny_params(tiny_data).train.fusion_mask == "labels"  # the default: METHOD.md's label mask
-    params = tiny_params(tiny_data, **{"train.fusion_mask": "predicted"})
-    run_dir = tmp_path / "run"
-    pretrain_segmenter(params, run_dir)
-    context = open_training(params, run_dir)
-    masks = _round_masks(context, 1)
-    weights = _round_weights(context, 1, masks)
-    assert (run_dir / "masks-round-1.pt").is_file()
-    dataset = create_dataset(params.data, params.data.train_split, crop=False)
-    differs_from_labels = False
-    for index in range(len(dataset)):
-        sample = dataset[index]
-        ir, vi = sample["ir"][None], sample["vi"][None]
-        predicted = context.fusion.predicted_mask(context.segmenter, ir, vi)
-        assert torch.equal(masks[sample["name"]].long(), predicted.argmax(dim=1))
-        differs_from_labels |= not torch.equal(masks[sample["name"]][0].long(), sample["label"])
-        if index < 2:  # the round's weights are computed with that mask, not the labels
-            expected, _ = modality_weights(context.segmenter, ir, vi, predicted, params.attribution.steps,
-                                           params.attribution.method, params.attribution.internal_batch_size,
-                                           engine=params.attribution.engine, scale=params.attribution.scale)
-            assert torch.allclose(weights[sample["name"]], expected[0], atol=1e-5)
-            with_labels, _ = modality_weights(
-                context.segmenter, ir, vi, labels_to_one_hot(sample["label"][None], params.data.num_classes,
-                                                             params.data.ignore_index),
-                params.attribution.steps, params.attribution.method, params.attribution.internal_batch_size,
-                engine=params.attribution.engine, scale=params.attribution.scale)
-            differs_from_labels |= not torch.allclose(with_labels[0], expected[0], atol=1e-4)
-    assert differs_from_labels
-
-    # A whole run trains (both schedules), deterministically, and differently from the label mask.
-    first = run_training(params, tmp_path / "a")
-    assert first == run_training(params, tmp_path / "b")
-    labelled = run_training(tiny_params(tiny_data), tmp_path / "labels")
-    assert first != labelled
-    joint = run_training(tiny_params(tiny_data, **{"train.fusion_mask": "predicted", "train.schedule": "joint"}),
-                         tmp_path / "joint")
-    assert 0.0 <= joint["mIoU"] <= 1.0
-    with pytest.raises(ConfigError, match="train.fusion_mask"):
-        tiny_params(tiny_data, **{"train.fusion_mask": "boxes"})
+    weights = round_weights(context, 1)
+    assert (tmp_path / "run" / "weights-round-1.pt").is_file()  # kept for the segmentation stage and a resume
+    store = fused_image_store(context, weights)
+    dataset = context.dataset(params.data.train_split, crop=False)
+    assert sorted(store) == sorted(dataset.names)
+    sample = dataset[0]
+    ir, vi = sample["ir"][None], sample["vi"][None]
+    mask = labels_to_one_hot(sample["label"][None], params.data.num_classes, params.data.ignore_index)
+    weight_ir = weights[sample["name"]][None]
+    with torch.no_grad():
+        expected = context.fusion(ir, vi, context.segmenter, mask=mask, weights=(weight_ir, 1 - weight_ir)).fused[0]
+    assert torch.allclose(store[sample["name"]], expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("inference_mask", ["average", "infrared"])
@@ -275,7 +119,8 @@ def test_unlabeled_training_images_get_the_inference_mask(tiny_data: Path, tmp_p
     from uaafusion.attribution import labels_to_one_hot
     from uaafusion.data.datasets import create_dataset
     from tests.metrics.evaluation_fixtures import BinningSegmenter
-    from uaafusion.training.stages import attribution_mask, open_training
+    from uaafusion.training.context import open_training
+    from uaafusion.training.round_stores import attribution_mask
 
     params = tiny_params(tiny_data, **{"model.fusion.inference_mask": inference_mask})
     context = open_training(params, tmp_path / "run")
@@ -384,7 +229,7 @@ def test_run_fingerprint_follows_params_and_source_code(tiny_data: Path, tmp_pat
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """A run folder is found by the fingerprint: changed code must not resume (or re-export) the
     run that the old code trained."""
-    from uaafusion.training import stages
+    from uaafusion.training import context as stages
 
     params = tiny_params(tiny_data)
     fingerprint = stages.run_fingerprint(params)

@@ -74,10 +74,11 @@ def read_methods(specs: list[str]) -> dict[str, dict]:
 
 def run(args: argparse.Namespace) -> int:
     """Compare, print one table per method, write ``--out``; returns the exit code (0)."""
+    from uaafusion.method_names import OUR_METHOD
     from uaafusion.metrics.comparison import compare_methods, format_difference
 
     methods = read_methods(args.results)
-    reference = args.reference or ("ours" if "ours" in methods else next(iter(methods)))
+    reference = args.reference or (OUR_METHOD if OUR_METHOD in methods else next(iter(methods)))
     if reference not in methods:
         raise ConfigError(f"--reference {reference!r} is none of the methods read: {', '.join(methods)}.")
     metrics = [name.strip() for name in args.metrics.split(",") if name.strip()] if args.metrics else None

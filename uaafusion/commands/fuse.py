@@ -6,16 +6,12 @@
   file, sizes differ, partner missing) is reported on its own line naming the files; the others
   are still fused, and the command ends with a summary of the failures and exit code 1.
 
-Any size, gray or colour; the output is an 8-bit PNG of the input size (colour: METHOD.md §5).
+Any size, gray or colour; the output is an 8-bit PNG of the input size (colour: docs/method.md §5).
 Models: ``--checkpoint`` (default ``models/uaafusion.pt``), ``--run MLFLOW_RUN_ID`` (the run's
 ``model/uaafusion.pt`` artifact) or ``--model models:/uaafusion-fusion@champion`` (the registry).
 ``--save-maps`` adds ``NAME_weight_ir.png``, ``NAME_weight_vi.png``, ``NAME_attention.png`` (last
 stage) and ``NAME_segmentation.png`` (predicted classes of the fused image) under ``OUT_DIR/maps/``
-(folders) or beside the output file (a pair), and ``NAME_guard.png`` when the infrared guard is on.
-``--guard person`` (class names of the checkpoint, comma-separated; ``none`` switches it off)
-replaces the checkpoint's own ``model.fusion.guard``, with ``--guard-radius``, ``--guard-sigma`` and
-``--guard-missed``, and ``--guard-keep car`` leaves the fused image's cars out of the return
-(``--guard-keep-sigma``: its fade) (:mod:`uaafusion.guard`).
+(folders) or beside the output file (a pair).
 """
 
 from __future__ import annotations
@@ -29,9 +25,6 @@ from pathlib import Path
 import numpy as np
 
 from uaafusion.errors import DataError, UAAFusionError
-
-MAP_SUFFIXES: tuple[str, ...] = ("weight_ir", "weight_vi", "attention", "segmentation", "guard")
-
 
 @dataclass(frozen=True)
 class FuseJob:
@@ -73,19 +66,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     parser.add_argument("--save-maps", action="store_true",
                         help="also write the weight maps, the last attention map and the segmentation")
-    parser.add_argument("--guard", metavar="CLASSES", default=None,
-                        help="infrared guard: comma-separated class names (e.g. person) that may not appear where "
-                             "the infrared image shows background, or 'none' (default: the checkpoint's setting)")
-    # The defaults are uaafusion.guard.DEFAULT_RADIUS and DEFAULT_SIGMA, restated: building the CLI imports no torch.
-    parser.add_argument("--guard-radius", type=int, default=16, help="guard: pixels the region grows by (default 16)")
-    parser.add_argument("--guard-sigma", type=float, default=16.0, help="guard: Gaussian fade in pixels (default 16)")
-    parser.add_argument("--guard-missed", action="store_true",
-                        help="guard: also restore the guarded classes the infrared image shows and the fused image lost")
-    parser.add_argument("--guard-keep", metavar="CLASSES", default="",
-                        help="guard: comma-separated class names (e.g. car) it leaves as fused where the fused image "
-                             "shows them (default: none)")
-    parser.add_argument("--guard-keep-sigma", type=float, default=0.0,
-                        help="guard: Gaussian fade of the kept classes in pixels (default 0: their own pixels only)")
     parser.add_argument("--project-root", type=Path, default=Path("."),
                         help="project root: default checkpoint location and local MLflow store (default: .)")
     parser.set_defaults(func=run)
@@ -100,10 +80,6 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="uaafusion-model-") as download_dir:
         checkpoint = resolve_checkpoint(args, Path(download_dir))
         loaded = load_models_for_inference(checkpoint, device)
-        if args.guard is not None:
-            loaded.fusion.guard = guard_from_argument(args.guard, args.guard_radius, args.guard_sigma,
-                                                      args.guard_missed, class_names(loaded),
-                                                      args.guard_keep, args.guard_keep_sigma)
         failures = early_failures + fuse_jobs(jobs, loaded, device, args.save_maps)
     succeeded = len(jobs) - (len(failures) - len(early_failures))
     total = len(jobs) + len(early_failures)
@@ -216,42 +192,9 @@ def write_maps(folder: Path, name: str, result, num_classes: int) -> dict[str, P
     }
     if result.attention is not None:
         pictures["attention"] = colourise_map(result.attention, colour_map="viridis")
-    if result.guard is not None:
-        pictures["guard"] = colourise_map(result.guard)
     if result.segmentation is not None:
         pictures["segmentation"] = colourise_segmentation(result.segmentation, num_classes, ignore_index=None)
     return {key: write_png(folder / f"{name}_{key}.png", picture) for key, picture in pictures.items()}
-
-
-def guard_from_argument(text: str, radius: int, sigma: float, missed: bool, names: list[str],
-                        keep: str = "", keep_sigma: float = 0.0):
-    """``--guard person,car`` -> a :class:`~uaafusion.guard.Guard` (``none`` -> None), leaving the
-    ``--guard-keep`` classes alone; DataError names a bad class or setting."""
-    from uaafusion.guard import Guard
-
-    wanted = [item.strip() for item in text.split(",") if item.strip()]
-    if wanted == ["none"]:
-        return None
-    kept = [item.strip() for item in keep.split(",") if item.strip()]
-    for option, listed in (("--guard", wanted), ("--guard-keep", kept)):
-        unknown = [name for name in listed if name not in names[1:]]
-        if (option == "--guard" and not listed) or unknown:
-            raise DataError(f"{option} {','.join(listed)!r}: expected {'none or ' if option == '--guard' else ''}class "
-                            f"names of the checkpoint other than the background {names[0]!r}: {', '.join(names[1:])}.")
-    try:
-        return Guard(tuple(names.index(name) for name in wanted), radius, sigma, missed,
-                     keep=tuple(names.index(name) for name in kept), keep_sigma=keep_sigma)
-    except ValueError as error:
-        raise DataError(f"--guard-radius/--guard-sigma/--guard-keep/--guard-keep-sigma: {error}") from None
-
-
-def class_names(loaded) -> list[str]:
-    """The checkpoint's class names (its spec's, else its extra data's), else ``class0``, ``class1``, ..."""
-    for source in (loaded.spec, loaded.extra):
-        names = source.get("class_names") if isinstance(source, dict) else None
-        if names:
-            return list(names)
-    return [f"class{index}" for index in range(class_count(loaded))]
 
 
 def class_count(loaded) -> int:

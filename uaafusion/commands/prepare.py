@@ -1,7 +1,12 @@
-"""``uaafusion prepare``: write the synthetic dataset, or check the configured one.
+"""``uaafusion prepare``: the pipeline's prepare step, or the embedded synthetic dataset on its own.
 
+    uaafusion prepare [--params params.yaml] [--root DIR] [--layout LAYOUT]
     uaafusion prepare --synthetic [--params params.yaml] [--out data/synthetic]
     uaafusion prepare --check [--params params.yaml] [--root DIR] [--layout LAYOUT]
+
+Without a flag it does what the pipeline's prepare step does (:func:`uaafusion.steps.prepare_step`):
+write the synthetic set when ``data.root`` is its folder, else check every pair of the configured
+dataset and print counts per split (:func:`uaafusion.steps.check_dataset`, what ``--check`` always does).
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from uaafusion.config import Layout, load_params
-from uaafusion.errors import DataError
 
 DEFAULT_SYNTHETIC_OUT = "data/synthetic"
 LAYOUT_CHOICES: tuple[str, ...] = typing.get_args(Layout)
@@ -24,42 +28,51 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "prepare",
         help="write the synthetic dataset, or check the configured dataset",
-        description="Write the synthetic road-scene dataset (--synthetic), or check every pair of the "
-                    "dataset configured in params.yaml (data.layout, data.root) and print counts (--check).",
+        description="The pipeline's prepare step: write the synthetic road-scene dataset when data.root is "
+                    "its folder, else check every pair of the configured dataset (data.layout, data.root) "
+                    "and print counts. --synthetic writes the synthetic set whatever data.root says.",
     )
-    action = parser.add_mutually_exclusive_group(required=True)
+    action = parser.add_mutually_exclusive_group()
     action.add_argument("--synthetic", action="store_true",
-                        help="write the synthetic set from the 'synthetic' section of params")
-    action.add_argument("--check", action="store_true",
-                        help="validate the configured dataset and print counts per split")
+                        help="write the synthetic set from the 'synthetic' section of params to --out")
+    action.add_argument("--check", action="store_true", help="only check the configured dataset (writes nothing)")
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     parser.add_argument("--out", default=DEFAULT_SYNTHETIC_OUT,
                         help=f"--synthetic: output folder (default: {DEFAULT_SYNTHETIC_OUT})")
-    parser.add_argument("--root", default=None, help="--check: dataset folder instead of data.root")
-    parser.add_argument("--layout", default=None, choices=LAYOUT_CHOICES,
-                        help="--check: dataset layout instead of data.layout")
+    parser.add_argument("--root", default=None, help="dataset folder instead of data.root")
+    parser.add_argument("--layout", default=None, choices=LAYOUT_CHOICES, help="dataset layout instead of data.layout")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``prepare``; returns the exit code (errors raise :class:`uaafusion.errors.UAAFusionError`)."""
+    from uaafusion.data.synthetic import write_synthetic_dataset
+    from uaafusion.paths import ProjectPaths, project_root_for
+    from uaafusion.steps import check_dataset, prepare_step, uses_synthetic_data, with_absolute_data_root
+
     overrides: dict[str, Any] = {}
-    if getattr(args, "root", None):
+    if args.root:
         overrides["data.root"] = str(args.root)
-    if getattr(args, "layout", None):
+    if args.layout:
         overrides["data.layout"] = args.layout
     params = load_params(args.params, overrides)
-    if args.synthetic:
-        return _write_synthetic(params, Path(args.out))
-    return _check(params)
-
-
-def _write_synthetic(params: Any, out: Path) -> int:
-    from uaafusion.data.synthetic import CLASS_NAMES, write_synthetic_dataset
-
+    paths = ProjectPaths.at(project_root_for(args.params), params.outputs)
     started = time.perf_counter()
-    manifest = write_synthetic_dataset(params.synthetic, out)
-    seconds = time.perf_counter() - started
+    if args.synthetic:
+        _print_synthetic(params, write_synthetic_dataset(params.synthetic, Path(args.out)), Path(args.out),
+                         time.perf_counter() - started)
+    elif not args.check and uses_synthetic_data(params, paths):
+        _print_synthetic(params, prepare_step(params, paths), paths.synthetic_data, time.perf_counter() - started)
+    else:
+        print(f"checking {params.data.root} ({params.data.layout} layout, {params.data.num_classes} classes, "
+              f"on_bad_input: {params.data.on_bad_input})")
+        _print_check(check_dataset(with_absolute_data_root(params, paths)))
+    return 0
+
+
+def _print_synthetic(params: Any, manifest: dict[str, Any], out: Path, seconds: float) -> None:
+    from uaafusion.data.synthetic import CLASS_NAMES
+
     for split, info in manifest["splits"].items():
         shares = ", ".join(f"{name} {fraction:.0%}" for name, fraction in info["class_image_fractions"].items())
         print(f"{split}: {info['count']} pairs ({info['day']} day, {info['night']} night); "
@@ -69,32 +82,17 @@ def _write_synthetic(params: Any, out: Path) -> int:
     if tuple(params.data.class_names) != CLASS_NAMES:
         print(f"note: data.class_names in params ({', '.join(params.data.class_names)}) differ from the "
               f"synthetic classes ({', '.join(CLASS_NAMES)}).")
-    return 0
 
 
-def _check(params: Any) -> int:
-    from uaafusion.data.datasets import create_dataset, split_directory
-
-    data = params.data
-    print(f"checking {data.root} ({data.layout} layout, {data.num_classes} classes, "
-          f"on_bad_input: {data.on_bad_input})")
-    seen: dict[Path, str] = {}
-    total = 0
-    for split in dict.fromkeys((data.train_split, data.test_split)):
-        directory = split_directory(data.layout, data.root, split).resolve()
-        if directory in seen:
-            print(f"{split}: same folder as {seen[directory]} ({directory})")
+def _print_check(summary: dict[str, Any]) -> None:
+    for split, info in summary["splits"].items():
+        if "same_as" in info:
+            print(f"{split}: same folder as {info['same_as']} ({info['folder']})")
             continue
-        seen[directory] = split
-        dataset = create_dataset(data, split, crop=False)
-        sizes = sorted({(record.height, record.width) for record in dataset.records})
-        size_text = (f"{sizes[0][1]}x{sizes[0][0]}" if len(sizes) == 1
-                     else f"{len(sizes)} sizes from {sizes[0][1]}x{sizes[0][0]} to {sizes[-1][1]}x{sizes[-1][0]}")
-        print(f"{split}: {len(dataset)} pairs in {directory} ({size_text}); skipped {len(dataset.skipped)}")
-        for name, reason in dataset.skipped:
+        (height, width), *others = info["sizes"]
+        low, high = info["sizes"][0], info["sizes"][-1]
+        size_text = f"{width}x{height}" if not others else f"{len(info['sizes'])} sizes from {low[1]}x{low[0]} to {high[1]}x{high[0]}"
+        print(f"{split}: {info['count']} pairs in {info['folder']} ({size_text}); skipped {len(info['skipped'])}")
+        for name, reason in info["skipped"]:
             print(f"  skipped {name}: {reason}")
-        total += len(dataset)
-    if total == 0:
-        raise DataError(f"{data.root}: no usable pairs found.")
     print("ok")
-    return 0

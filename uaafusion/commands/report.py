@@ -1,4 +1,4 @@
-"""``uaafusion report``: build ``reports/index.html`` and ``reports/README.md`` from the pipeline's outputs."""
+"""``uaafusion report``: build ``index.html`` and ``README.md`` of the report folder from the pipeline's outputs."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "report",
-        help="build the report (metrics table, training curves, sample grids) into reports/",
-        description="Build reports/index.html (self-contained), reports/README.md and reports/figures/ from "
-                    "reports/evaluation.json, reports/training/*.csv, data/fused/, the test split and "
-                    "models/uaafusion.pt (the same as the pipeline's report step, without MLflow).",
+        help="build the report (metric tables, training curves, sample panels) into the report folder",
+        description="Draw figures/ and write index.html and README.md in the report folder (outputs.reports) from "
+                    "evaluation.json, comparison.json, generalisation.json, training/*.csv, the fused images, the "
+                    "test split and the model (the pipeline's report step, without MLflow). With --render-only, "
+                    "rewrite both pages from the files already in the report folder (figures included), without "
+                    "the model or the data: after editing the discussion or re-running the evaluation.",
     )
     parser.add_argument("--params", type=Path, default=Path("params.yaml"),
                         help="params file (default: params.yaml)")
@@ -22,31 +24,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a param override the run used (as given to 'uaafusion train -S'); it goes into the "
                              "report's parameters and its reproduce command")
-    parser.add_argument("--discussion-only", action="store_true",
-                        help="rewrite only the Discussion section of the existing index.html and README.md from "
-                             "report.discussion (tables, figures and provenance stay; no model or data needed)")
-    parser.add_argument("--tables-only", action="store_true",
-                        help="rewrite only the summary and the tables of the existing index.html and README.md "
-                             "from evaluation.json and generalisation.json (notes, figures and provenance stay; no "
-                             "model or data needed); with --discussion-only, both")
+    parser.add_argument("--render-only", action="store_true",
+                        help="keep figures/ and rewrite only index.html and README.md (no model or data needed)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from uaafusion.config import load_params, parse_overrides
     from uaafusion.paths import ProjectPaths, project_root_for
-    from uaafusion.report import build_report, refresh_report
+    from uaafusion.report import build_report, render_report
 
     overrides = parse_overrides(args.set)
     params = load_params(args.params, overrides)
     root = args.root if args.root is not None else project_root_for(args.params)
-    sections = [name for name, chosen in (("tables", args.tables_only), ("discussion", args.discussion_only))
-                if chosen]
-    if sections:
-        written = refresh_report(params, ProjectPaths.at(root, params.outputs), sections)
-        print(f"{' and '.join(sections)} refreshed in " + " and ".join(str(path) for path in written))
-        return 0
-    index = build_report(params, ProjectPaths.at(root, params.outputs), params_file=Path(args.params),
-                         overrides=overrides or None)
-    print(f"report written to {index} (and {index.parent / 'README.md'})")
+    make = render_report if args.render_only else build_report
+    index = make(params, ProjectPaths.at(root, params.outputs), params_file=Path(args.params),
+                 overrides=overrides or None)
+    print(f"report {'rendered' if args.render_only else 'written'} to {index} (and {index.parent / 'README.md'})")
     return 0

@@ -5,8 +5,6 @@
 - :mod:`uaafusion.metrics.evaluate`: :func:`evaluate_folders`, :func:`format_table`.
 - :mod:`uaafusion.metrics.comparison`: paired bootstrap intervals of the differences between two
   evaluated methods, and between a method's fused images and each source (``uaafusion compare``).
-- :mod:`uaafusion.metrics.differentiable`: VIF, Qabf and SSIM as differentiable torch functions
-  (the same definitions as :mod:`uaafusion.metrics.fusion`; ``experiments/metric_oracle.py``).
 """
 
 from __future__ import annotations

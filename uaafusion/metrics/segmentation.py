@@ -9,8 +9,8 @@
   pixels. Target pixels equal to ``ignore_index`` are not counted at all.
 - Box-mask IoU: with YOLO boxes as the only labels, the target is the box-derived class mask
   (:func:`uaafusion.data.boxes.boxes_to_class_mask`: 0 background, box class ``k`` -> ``k + 1``)
-  and the same :class:`ConfusionMatrix` scores the predicted class mask against it
-  (:func:`box_mask_confusion`). Boxes are coarse, so this IoU is a weak, relative measure.
+  and the same :class:`ConfusionMatrix` scores the predicted class mask against it. Boxes are
+  coarse, so this IoU is a weak, relative measure.
 - :func:`roi_ssim`: SSIM of the fused image against a source averaged over the pixels of a
   region-of-interest mask (e.g. the union of boxes).
 """
@@ -107,18 +107,6 @@ class ConfusionMatrix:
         """Correctly classified pixels / counted pixels (``nan`` before any pixel was counted)."""
         total = self.total
         return float(np.trace(self.matrix)) / total if total else float("nan")
-
-
-def box_mask_confusion(
-    prediction: ArrayLike, box_class_mask: ArrayLike, num_classes: int, ignore_index: int = 255
-) -> ConfusionMatrix:
-    """Confusion matrix of a predicted class mask against a box-derived class mask (box-mask IoU).
-
-    ``box_class_mask`` comes from :func:`uaafusion.data.boxes.boxes_to_class_mask`.
-    """
-    matrix = ConfusionMatrix(num_classes, ignore_index)
-    matrix.update(prediction, box_class_mask)
-    return matrix
 
 
 def roi_ssim(fused: np.ndarray, source: np.ndarray, roi_mask: np.ndarray) -> float:

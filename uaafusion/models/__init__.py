@@ -1,21 +1,16 @@
 """Models: the segmentation network ``S`` and the fusion networks (a registry by name).
 
 - :func:`create_segmenter` (``(B, 1, H, W) -> logits (B, C, H, W)``, any size);
-- :func:`create_fusion_model` / :func:`register_fusion_model` / :func:`available_fusion_models`;
-  ``"uaafusion"`` is :class:`UnfoldingFusionNet`;
+- :func:`create_fusion_model` / :func:`register_fusion_model` / :func:`available_fusion_models`
+  (:mod:`uaafusion.models.registry`); ``"uaafusion"`` is :class:`UnfoldingFusionNet`;
 - checkpoints: :mod:`uaafusion.models.checkpoint` (``save_models``, ``load_models``).
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-from typing import Any, TypeVar
-
-from torch import nn
-
-from uaafusion.errors import ConfigError
+from uaafusion.models.checkpoint import LoadedModels, load_models, save_models
 from uaafusion.models.memory import ConvLSTMCell
+from uaafusion.models.registry import available_fusion_models, create_fusion_model, register_fusion_model
 from uaafusion.models.segmentation import (
     PaddedSegmenter,
     available_architectures,
@@ -23,58 +18,6 @@ from uaafusion.models.segmentation import (
     create_segmenter,
 )
 from uaafusion.models.unfolding import FusionOutput, UnfoldingFusionNet, count_parameters
-
-ModelFactory = TypeVar("ModelFactory", bound=Callable[..., nn.Module])
-
-_FUSION_MODELS: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register_fusion_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
-    """Decorator: register a fusion model class (or factory function) under ``name``.
-
-    The model's ``forward(ir, vi, segmenter, mask=None, weights=None)`` must return a
-    :class:`FusionOutput`. Registering a taken name is an error.
-    """
-
-    def decorator(factory: ModelFactory) -> ModelFactory:
-        if name in _FUSION_MODELS and _FUSION_MODELS[name] is not factory:
-            raise ConfigError(f"fusion model name {name!r} is already registered ({_FUSION_MODELS[name]!r}).")
-        _FUSION_MODELS[name] = factory
-        return factory
-
-    return decorator
-
-
-def available_fusion_models() -> list[str]:
-    """Registered fusion model names, sorted."""
-    return sorted(_FUSION_MODELS)
-
-
-def create_fusion_model(name: str = "uaafusion", **kwargs: Any) -> nn.Module:
-    """Build the fusion model registered as ``name`` with constructor ``kwargs``.
-
-    The model gets a ``spec`` attribute ``{"name": name, **constructor arguments}`` (what a
-    checkpoint needs to rebuild it). Unknown names or arguments raise :class:`ConfigError`.
-    """
-    factory = _FUSION_MODELS.get(name)
-    if factory is None:
-        raise ConfigError(
-            f"model.fusion.name = {name!r} is not a registered fusion model; available: "
-            f"{', '.join(available_fusion_models())}."
-        )
-    try:
-        inspect.signature(factory).bind(**kwargs)
-    except TypeError as error:
-        raise ConfigError(f"fusion model {name!r} does not take these arguments {sorted(kwargs)}: {error}") from error
-    model = factory(**kwargs)
-    existing = getattr(model, "spec", None)
-    spec = dict(existing) if isinstance(existing, dict) else dict(kwargs)
-    spec["name"] = name
-    model.spec = spec
-    return model
-
-
-register_fusion_model("uaafusion")(UnfoldingFusionNet)
 
 __all__ = [
     "ConvLSTMCell",
@@ -88,8 +31,7 @@ __all__ = [
     "create_fusion_model",
     "create_segmenter",
     "register_fusion_model",
+    "LoadedModels",
+    "load_models",
+    "save_models",
 ]
-
-from uaafusion.models.checkpoint import LoadedModels, load_models, save_models  # noqa: E402 (needs the registry)
-
-__all__ += ["LoadedModels", "load_models", "save_models"]

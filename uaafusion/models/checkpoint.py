@@ -25,6 +25,8 @@ from torch import nn
 
 from uaafusion.device import resolve_device
 from uaafusion.errors import ConfigError, DataError, TrainingError
+from uaafusion.models.registry import create_fusion_model
+from uaafusion.models.segmentation import create_segmenter
 
 CHECKPOINT_FORMAT = "uaafusion-models"
 CHECKPOINT_VERSION = 1
@@ -119,6 +121,22 @@ def save_models(
     return path
 
 
+REMOVED_FUSION_OPTIONS = ("guard_classes", "guard_radius", "guard_sigma", "guard_missed", "guard_keep",
+                          "guard_keep_sigma")
+"""Keys that older checkpoints' fusion specs carry for the infrared guard, an inference option that was
+removed (docs/experiments.md; it lives on in the tag ``archive/msrs-investigation``)."""
+
+
+def _drop_removed_options(path: Path, fusion_kwargs: dict[str, Any]) -> None:
+    """Drop the removed guard's keys from an older checkpoint's fusion spec when the guard was off (the
+    model is then the same); refuse a checkpoint that had it on, since it cannot fuse as trained."""
+    removed = {key: fusion_kwargs.pop(key) for key in REMOVED_FUSION_OPTIONS if key in fusion_kwargs}
+    if removed.get("guard_classes"):
+        raise TrainingError(
+            f"{path}: this checkpoint was trained with the infrared guard (model.fusion.guard), which this "
+            "version no longer has. Fuse it with the version tagged archive/msrs-investigation, or retrain.")
+
+
 def load_models(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedModels:
     """Rebuild both models from a :func:`save_models` file and load their weights (strict).
 
@@ -127,9 +145,6 @@ def load_models(path: str | Path, map_location: str | torch.device = "cpu") -> L
     :class:`DataError`; a file that is not such a checkpoint, or whose weights do not fit the
     rebuilt models, raises :class:`TrainingError`. Both name the path.
     """
-    from uaafusion.models import create_fusion_model
-    from uaafusion.models.segmentation import create_segmenter
-
     path = Path(path)
     device = resolve_device(str(map_location))  # DeviceError for CUDA on a machine without it
     if not path.is_file():
@@ -154,6 +169,7 @@ def load_models(path: str | Path, map_location: str | torch.device = "cpu") -> L
     segmenter_kwargs["encoder_weights"] = None  # the saved state holds the weights
     fusion_kwargs = dict(spec["fusion"])
     fusion_name = fusion_kwargs.pop("name", None)
+    _drop_removed_options(path, fusion_kwargs)
     try:
         segmenter = create_segmenter(**segmenter_kwargs)
         fusion = create_fusion_model(fusion_name, **fusion_kwargs)

@@ -1,4 +1,4 @@
-"""The UAAFusion unfolding network (METHOD.md §2).
+"""The UAAFusion unfolding network (docs/method.md §2).
 
 Each of the ``K`` stages is one proximal-gradient iteration on the attribution-weighted data term
 ``D(F) = 1/2 ||F - (w_I I + w_V V)||^2``, starting from ``F_0 = (I + V) / 2``:
@@ -12,7 +12,7 @@ Each of the ``K`` stages is one proximal-gradient iteration on the attribution-w
 3. learned proximal operator with memory: a ConvLSTM cell takes ``[phi_k(G_k), l, s]`` and its
    state ``(h, c)``; the long-term memory is ``l = conv(h)``; the short-term memory is
    ``s = l + conv_k(l) * sigmoid(gamma_k P_k)``; the new estimate is
-   ``F_k = sigmoid(logit(G_k) + psi_k(s))``: METHOD.md's ``sigmoid(conv(s))`` with a skip from the
+   ``F_k = sigmoid(logit(G_k) + psi_k(s))``: the paper's ``sigmoid(conv(s))`` with a skip from the
    gradient step, so that an untrained network starts at the attribution-weighted estimate
    (``psi_k``'s last layer starts near zero) instead of flat gray, and short training on CPU
    already gives sharp images.
@@ -39,7 +39,6 @@ from uaafusion.attribution import (
     pathway_attention,
 )
 from uaafusion.errors import ConfigError, DataError
-from uaafusion.guard import DEFAULT_RADIUS, DEFAULT_SIGMA, guard_from_spec
 from uaafusion.models.memory import ConvLSTMCell
 
 
@@ -50,9 +49,7 @@ class FusionOutput:
     fused: the fused luma in [0, 1]; weight_ir/weight_vi: the attribution weights used;
     attention: per stage, the attention gate ``sigmoid(gamma_k P_k)`` in [0, 1];
     estimates: per stage, ``F_k`` (the last one is ``fused``); mask: the one-hot ``(B, C, H, W)``
-    mask used (given or predicted); guard: the infrared guard's ``alpha`` ``(B, 1, H, W)`` when
-    inference applied it (:func:`uaafusion.inference.fuse_luma`; ``fused`` is then the guarded image
-    and ``estimates[-1]`` the network's own).
+    mask used (given or predicted).
     """
 
     fused: torch.Tensor
@@ -61,7 +58,6 @@ class FusionOutput:
     attention: list[torch.Tensor] = field(default_factory=list)
     estimates: list[torch.Tensor] = field(default_factory=list)
     mask: torch.Tensor | None = None
-    guard: torch.Tensor | None = None
 
 
 def _conv(in_channels: int, out_channels: int) -> nn.Conv2d:
@@ -94,12 +90,6 @@ class UnfoldingFusionNet(nn.Module):
         attribution_engine: str = DEFAULT_ENGINE,
         attribution_scale: float = 1.0,
         inference_mask: str = "average",
-        guard_classes: list[int] | tuple[int, ...] = (),
-        guard_radius: int = DEFAULT_RADIUS,
-        guard_sigma: float = DEFAULT_SIGMA,
-        guard_missed: bool = False,
-        guard_keep: list[int] | tuple[int, ...] = (),
-        guard_keep_sigma: float = 0.0,
     ) -> None:
         super().__init__()
         if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
@@ -125,20 +115,12 @@ class UnfoldingFusionNet(nn.Module):
         self.attribution_engine = attribution_engine
         self.attribution_scale = attribution_scale
         self.inference_mask = inference_mask
-        try:
-            self.guard = guard_from_spec(guard_classes, guard_radius, guard_sigma, guard_missed,
-                                         guard_keep, guard_keep_sigma)
-        except ValueError as error:
-            raise ConfigError(f"model.fusion.guard: {error}") from None
         self.spec: dict[str, object] = {
             "name": "uaafusion", "stages": stages, "features": features,
             "attribution_steps": attribution_steps, "attribution_method": attribution_method,
             "internal_batch_size": internal_batch_size, "initial_step_size": initial_step_size,
             "attention_eps": attention_eps, "attribution_engine": attribution_engine,
             "attribution_scale": attribution_scale, "inference_mask": inference_mask,
-            "guard_classes": list(guard_classes), "guard_radius": guard_radius, "guard_sigma": float(guard_sigma),
-            "guard_missed": bool(guard_missed), "guard_keep": list(guard_keep),
-            "guard_keep_sigma": float(guard_keep_sigma),
         }
         logit = math.log(initial_step_size / (1.0 - initial_step_size))
         self.step_size_logits = nn.Parameter(torch.full((stages,), logit))
@@ -176,8 +158,7 @@ class UnfoldingFusionNet(nn.Module):
         """The class mask fusion uses without labels: one-hot ``(B, C, H, W)`` of ``argmax S(X)``.
 
         ``X`` is the pixel average ``(ir + vi) / 2`` (``inference_mask="average"``) or the infrared
-        image (``"infrared"``: warm objects such as people stand out there; on MSRS this mask gave
-        fused images a higher box-mask IoU than either source, reports/msrs/mask-source.json).
+        image (``"infrared"``: warm objects such as people stand out there; docs/experiments.md, item 2).
         """
         source = (ir + vi) / 2 if self.inference_mask == "average" else ir
         with torch.no_grad():
