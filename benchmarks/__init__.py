@@ -1,1 +1,1 @@
-"""Benchmarks of the package's expensive parts (each module runs as a script and prints JSON)."""
+"""Speed benchmarks of the package: ``python -m benchmarks`` (:mod:`benchmarks.suite`)."""

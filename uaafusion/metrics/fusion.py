@@ -35,7 +35,7 @@ Gaussian filtering is separable float64 correlation (``scipy.ndimage.correlate1d
 'valid' region only (windows wholly inside the image, as MATLAB's ``filter2(w, x, 'valid')``);
 the Sobel derivatives of Qabf come from :func:`uaafusion.imageops.sobel` (torch; float32 for
 integer-valued images, where it is exact, float64 otherwise). Everything is vectorised: about
-0.3 s per 640x480 triple on one idle CPU core (``benchmarks/metrics.py``).
+0.3 s per 640x480 triple on one idle CPU core (``python -m benchmarks --only metrics``).
 """
 
 from __future__ import annotations
