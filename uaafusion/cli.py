@@ -6,6 +6,7 @@ commands other installed packages register under the entry-point group ``uaafusi
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import importlib.metadata
 import logging
@@ -20,6 +21,12 @@ COMMAND_ENTRY_POINTS = "uaafusion.commands"
 """Entry-point group of commands from other packages: each names a ``register(subparsers)`` function."""
 
 
+@functools.cache
+def plugin_commands() -> dict[str, importlib.metadata.EntryPoint]:
+    """The commands other packages register under :data:`COMMAND_ENTRY_POINTS`, by name (read once)."""
+    return {entry_point.name: entry_point for entry_point in importlib.metadata.entry_points(group=COMMAND_ENTRY_POINTS)}
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser with every command, or (``command`` given) with that one alone: a run imports only
     the module of the command it runs."""
@@ -32,8 +39,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         if command in (None, name):
             importlib.import_module(f"uaafusion.commands.{name}").register(subparsers)
-    for entry_point in importlib.metadata.entry_points(group=COMMAND_ENTRY_POINTS):
-        if command in (None, entry_point.name):
+    for name, entry_point in plugin_commands().items():
+        if command in (None, name):
             entry_point.load()(subparsers)
     return parser
 
@@ -41,7 +48,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else list(argv)
     command = next((item for item in arguments if not item.startswith("-")), None)
-    known = {*COMMAND_MODULES, *importlib.metadata.entry_points(group=COMMAND_ENTRY_POINTS).names}
+    known = {*COMMAND_MODULES, *plugin_commands()}
     parser = build_parser(command if command in known else None)
     args = parser.parse_args(arguments)
     keep_freed_memory()

@@ -142,10 +142,9 @@ def evaluate_step(params: Params, paths: ProjectPaths) -> dict[str, dict[str, fl
     every other method and each method against the sources, with bootstrap intervals: the one
     comparison that the report and MLflow read).
     """
-    from uaafusion.metrics.comparison import compare_methods
-
     from uaafusion.data.datasets import layout_folders, split_directory
     from uaafusion.device import resolve_device
+    from uaafusion.metrics.comparison import compare_methods
     from uaafusion.metrics.evaluate import evaluate_folders
     from uaafusion.models.checkpoint import load_models
 

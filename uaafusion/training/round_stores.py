@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm import tqdm
 
 from uaafusion.training.context import TrainingContext
 from uaafusion.training.state import save_atomically
+
+if TYPE_CHECKING:
+    from uaafusion.attribution import WeightCache
 
 
 def attribution_mask(fusion: torch.nn.Module, segmenter: torch.nn.Module, ir: torch.Tensor, vi: torch.Tensor,
@@ -51,7 +54,7 @@ def round_weights(context: TrainingContext, round_index: int) -> Mapping[str, to
     return _kept_in_run_folder(context.run_dir / f"weights-round-{round_index}.pt", compute)
 
 
-def _compute_weights(context: TrainingContext):  # -> uaafusion.attribution.WeightCache
+def _compute_weights(context: TrainingContext) -> WeightCache:
     """Attribution weights of every full training image with its label mask, batched over
     ``data.batch_size`` images of the same size (:class:`~uaafusion.attribution.WeightCache`)."""
     from uaafusion.attribution import WeightCache
