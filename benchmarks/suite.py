@@ -14,6 +14,8 @@ Sections (``--only``, comma-separated; default all but ``pipeline``):
 - ``inference``: ``fuse_luma`` per image at 640x480 and 1280x1024, ms/image and peak memory
   (:mod:`benchmarks.inference`);
 - ``metrics``: the nine fusion metrics over 60 images of 640x480 (:mod:`benchmarks.metrics`);
+- ``degrade``: every degradation kind applied to the 60 MSRS test pairs, files in and out
+  (:mod:`benchmarks.degrade`);
 - ``pipeline``: ``dvc repro`` of the embedded default in a fresh copy of the project, minutes
   (:mod:`benchmarks.pipeline`); when not run, the number last stored in
   ``reports/pipeline-timing.json`` is included (with its date).
@@ -45,7 +47,7 @@ import torch
 from benchmarks.timing import log, machine_info, torch_threads, usable_cores, utc_now, version_info
 from uaafusion.attribution import ATTRIBUTION_ENGINES
 
-SECTIONS: tuple[str, ...] = ("attribution", "training", "inference", "metrics", "pipeline")
+SECTIONS: tuple[str, ...] = ("attribution", "training", "inference", "metrics", "degrade", "pipeline")
 DEFAULT_SECTIONS: tuple[str, ...] = SECTIONS[:-1]
 SCHEMA_VERSION = 1
 # --quick: tiny models and images for the training and inference sections.
@@ -159,7 +161,7 @@ def default_out(root: Path, device: torch.device, quick: bool) -> Path:
 
 def run_suite(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
     """Run the selected sections; write and return ``(document, path written)``."""
-    from benchmarks import attribution, inference, metrics, pipeline, training
+    from benchmarks import attribution, degrade, inference, metrics, pipeline, training
     from uaafusion.device import resolve_device
 
     started = time.perf_counter()
@@ -212,6 +214,9 @@ def run_suite(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
                 record = metrics.benchmark_metrics(**setting, repeats=repeats, seed=params.seed)
                 found, found_ratios = {f"metrics/{setting['count']}x{setting['width']}x{setting['height']}": record}, {}
                 info[name] = {"repeats": repeats, "warmup": "one fusion_metrics call", **setting}
+            elif name == "degrade":
+                found, found_ratios = degrade.benchmark_degrade(args.root, args.quick, repeats, params.seed), {}
+                info[name] = {"repeats": repeats, "warmup": 0}
             else:
                 record = pipeline.benchmark_pipeline(args.root, args.pipeline_repeats, args.quick,
                                                      args.keep_pipeline_copy, args.pipeline_timeout)
@@ -283,6 +288,8 @@ def _merge_into_existing(path: Path, document: dict[str, Any], ran: list[str]) -
 def targets(document: dict[str, Any]) -> dict[str, Any]:
     """The issue's targets met or not, from a document's ratios and cases."""
     from benchmarks.attribution import HEADLINE_CASE
+    from benchmarks.degrade import FULL_SET as DEGRADE_SET
+    from benchmarks.degrade import TARGET_S as DEGRADE_TARGET_S
     from benchmarks.metrics import TARGET_S
     from benchmarks.training import CACHE_SPEEDUP_TARGET, HEADLINE_PREFIX, PARAMS_PREFIX, SETTINGS
 
@@ -302,6 +309,10 @@ def targets(document: dict[str, Any]) -> dict[str, Any]:
     if key in document.get("cases", {}):
         value = document["cases"][key]["median_s"]
         found[key] = {"target": f"< {TARGET_S:g} s", "value": value, "met": value < TARGET_S}
+    key = f"degrade/{DEGRADE_SET['count']}-pairs-all-kinds"
+    if key in document.get("cases", {}):
+        value = document["cases"][key]["median_s"]
+        found[key] = {"target": f"< {DEGRADE_TARGET_S:g} s", "value": value, "met": value < DEGRADE_TARGET_S}
     return found
 
 

@@ -55,6 +55,11 @@ def prepare_task(root: str, params_file: str, overrides: dict[str, Any] | None) 
     params, paths = _load(root, params_file, overrides)
     summary = prepare_step(params, paths)
     get_run_logger().info("prepared data: %s", json.dumps(summary, default=str)[:500])
+    if params.evaluate.degraded.kinds:
+        from uaafusion.degraded_benchmark import prepare_degraded_sets
+
+        degraded = prepare_degraded_sets(params, paths)
+        get_run_logger().info("degraded test sets: %s", ", ".join(degraded["sets"]))
     return summary
 
 
@@ -146,6 +151,14 @@ def evaluate_task(root: str, params_file: str, overrides: dict[str, Any] | None)
         tracker.log_artifact(run_id, path)
     if paths.generalisation.is_file():
         tracker.log_artifact(run_id, paths.generalisation)
+    if params.evaluate.degraded.kinds:
+        from uaafusion.degraded_benchmark import degraded_benchmark_step, tracked_metrics
+
+        document = degraded_benchmark_step(params, paths)
+        tracker.log_metrics(run_id, tracked_metrics(document), 0)
+        tracker.log_artifact(run_id, paths.degraded)
+    elif paths.degraded.exists():
+        paths.degraded.unlink()  # stale: no degraded benchmark configured any more
     tracker.close_nested("evaluate")
     get_run_logger().info("evaluation: %s", {key: round(value, 4) for key, value in ours.items()})
     return means

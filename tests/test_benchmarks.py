@@ -16,6 +16,7 @@ from benchmarks import attribution as attribution_bench
 from benchmarks import pipeline as pipeline_bench
 from benchmarks import suite, timing
 from tests.helpers import REPO_ROOT
+from uaafusion.data.degrade import DEGRADATIONS
 
 PARAMS = ["--params", str(REPO_ROOT / "params.yaml")]
 
@@ -42,7 +43,7 @@ def test_quick_suite_writes_machine_versions_and_every_section(quick_document: d
     machine, versions = quick_document["machine"], quick_document["versions"]
     assert machine["cpu_model"] and machine["usable_cores"] >= 1 and machine["torch_threads"] >= 1
     assert all(versions[name] for name in ("torch", "smp", "captum", "python"))
-    assert set(quick_document["sections"]) == {"attribution", "training", "inference", "metrics"}
+    assert set(quick_document["sections"]) == {"attribution", "training", "inference", "metrics", "degrade"}
     for case in quick_document["cases"].values():
         _check_timing(case, 2)
     assert "pipeline/dvc-repro" not in quick_document["cases"]  # no stored timing under this root
@@ -87,6 +88,8 @@ def test_quick_training_inference_and_metrics_cases(quick_document: dict) -> Non
             1000 * case["median_s"])
         assert case["peak_memory_bytes"] > 0 and 1 <= case["classes_present"] <= case["num_classes"]
     assert cases["metrics/3x64x48"]["count"] == 3 and cases["metrics/3x64x48"]["seconds_per_image"] > 0
+    degrade = cases["degrade/3-pairs-all-kinds"]
+    assert degrade["pairs"] == 3 and degrade["kinds"] == list(DEGRADATIONS) and degrade["source"].startswith("synthetic")
 
 
 def test_only_updates_its_section_and_reads_the_stored_pipeline_timing(quick_document: dict, tmp_path: Path) -> None:
@@ -227,3 +230,5 @@ def test_targets_judge_the_attribution_ratio_per_device_and_the_cache_in_both_se
     assert "headline" in found["training/headline/cache_speedup"]["setting"]
     found = suite.targets({"device": "cpu", "cases": {"metrics/60x640x480": {"median_s": 61.0}}})
     assert found["metrics/60x640x480"] == {"target": "< 60 s", "value": 61.0, "met": False}
+    found = suite.targets({"device": "cpu", "cases": {"degrade/60-pairs-all-kinds": {"median_s": 14.0}}})
+    assert found["degrade/60-pairs-all-kinds"] == {"target": "< 60 s", "value": 14.0, "met": True}

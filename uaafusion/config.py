@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from uaafusion.errors import ConfigError
+from uaafusion.method_names import PIPELINE_METHODS
 
 Layout = Literal["msrs", "fmb", "boxes", "pairs"]
 
@@ -160,13 +161,61 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
+class DegradeConfig:
+    """Degradation-aware training (docs/degradations.md): each training crop is degraded with
+    ``probability`` by one of ``kinds`` (drawn uniformly) at a severity drawn uniformly from
+    ``severity = [low, high]``; the fusion losses compare with the clean crop. ``kinds: []`` = off."""
+
+    kinds: tuple[str, ...] = ()
+    probability: float = 0.5
+    severity: tuple[float, ...] = (0.3, 0.8)
+
+    def check(self, prefix: str) -> None:
+        _check_degradation_kinds(self.kinds, f"{prefix}.kinds")
+        _require(0.0 <= self.probability <= 1.0, f"{prefix}.probability", "a probability in [0, 1]",
+                 self.probability)
+        _require(len(self.severity) == 2 and 0.0 <= self.severity[0] <= self.severity[1] <= 1.0,
+                 f"{prefix}.severity", "[low, high] with 0 <= low <= high <= 1", list(self.severity))
+
+
+@dataclass(frozen=True)
+class DegradedBenchmarkConfig:
+    """The degraded test sets: the test split degraded by each of ``kinds`` at one ``severity`` and
+    ``seed`` (written under ``root``, one folder per kind, by ``uaafusion prepare --degraded``), fused
+    and scored against the clean sources. ``compare_with``: name -> checkpoint of another trained
+    model fused and scored on the same sets (e.g. the clean-trained model)."""
+
+    kinds: tuple[str, ...] = ()
+    severity: float = 0.5
+    seed: int = 0
+    root: str = "data/degraded"
+    compare_with: dict[str, str] = field(default_factory=dict)
+
+    def check(self, prefix: str) -> None:
+        _check_degradation_kinds(self.kinds, f"{prefix}.kinds")
+        _require(0.0 <= self.severity <= 1.0, f"{prefix}.severity", "a number in [0, 1]", self.severity)
+        _require(bool(self.root.strip()), f"{prefix}.root", "a non-empty folder path", self.root)
+        _require(not set(self.compare_with) & set(PIPELINE_METHODS), f"{prefix}.compare_with",
+                 f"model names other than {', '.join(PIPELINE_METHODS)} (the methods fused anyway)",
+                 self.compare_with)
+
+
+def _check_degradation_kinds(kinds: Sequence[str], key: str) -> None:
+    if kinds:
+        from uaafusion.data.degrade import check_kinds
+
+        check_kinds(kinds, key)
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     """``peers``: name -> folder of another method's fused test images (scored like ours).
     ``generalisation``: name -> folder with ``ir/`` and ``vi/`` (unlabeled pairs) fused with the trained
-    model and scored with the fusion metrics."""
+    model and scored with the fusion metrics. ``degraded``: the degraded benchmark."""
 
     peers: dict[str, str] = field(default_factory=dict)
     generalisation: dict[str, str] = field(default_factory=dict)
+    degraded: DegradedBenchmarkConfig = field(default_factory=DegradedBenchmarkConfig)
 
 
 @dataclass(frozen=True)
@@ -214,6 +263,7 @@ class Params:
     attribution: AttributionConfig = field(default_factory=AttributionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    degrade: DegradeConfig = field(default_factory=DegradeConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     outputs: OutputsConfig = field(default_factory=OutputsConfig)

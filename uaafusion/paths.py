@@ -84,6 +84,11 @@ class ProjectPaths:
         return self.reports / "generalisation.json"
 
     @property
+    def degraded(self) -> Path:
+        """Means and comparisons on the degraded test sets of ``evaluate.degraded`` (when configured)."""
+        return self.reports / "degraded.json"
+
+    @property
     def training_plots(self) -> Path:
         """Training curves for ``dvc plots``: loss per step, metrics per round."""
         return self.reports / "training"

@@ -14,7 +14,7 @@ from typing import Any
 from tqdm import tqdm
 
 from uaafusion.config import Params
-from uaafusion.method_names import BASELINES, OUR_METHOD, PIPELINE_METHODS
+from uaafusion.method_names import BASELINE_METHODS, BASELINES, OUR_METHOD
 from uaafusion.paths import ProjectPaths
 
 LOGGER = logging.getLogger(__name__)
@@ -107,8 +107,10 @@ def fuse_test_split(params: Params, paths: ProjectPaths, checkpoint: Path) -> di
     return fuse_dataset(dataset, params, checkpoint, paths.fused, "fusing test split")
 
 
-def fuse_dataset(dataset: Any, params: Params, checkpoint: Path, out_root: Path, description: str) -> dict[str, Path]:
-    """Fuse every sample of ``dataset`` with our model and the pixel baselines -> ``out_root/<method>/NAME.png``.
+def fuse_dataset(dataset: Any, params: Params, checkpoint: Path, out_root: Path, description: str,
+                 name: str = OUR_METHOD, baselines: bool = True) -> dict[str, Path]:
+    """Fuse every sample of ``dataset`` with the model of ``checkpoint`` (-> ``out_root/<name>/NAME.png``)
+    and, with ``baselines``, the pixel baselines (-> ``out_root/<baseline>/NAME.png``).
 
     Colour (docs/method.md §5): the fused luminance takes the visible image's CrCb when it has colour.
     """
@@ -121,14 +123,14 @@ def fuse_dataset(dataset: Any, params: Params, checkpoint: Path, out_root: Path,
     device = resolve_device(params.device)
     loaded = load_models(checkpoint, map_location=device)
     fusion, segmenter = loaded.fusion.to(device), loaded.segmenter.to(device)
-    folders = {method: out_root / method for method in PIPELINE_METHODS}
+    folders = {method: out_root / method for method in (name, *(BASELINE_METHODS if baselines else ()))}
     for index in tqdm(range(len(dataset)), desc=description, disable=None):
         sample = dataset[index]
         ir, vi = sample["ir"], sample["vi"]
         chroma = sample_chroma(sample)
         output = fuse_luma(fusion, segmenter, ir[None].to(device), vi[None].to(device))
-        outputs = {OUR_METHOD: output.fused[0].detach().cpu(),
-                   **{method: fuse(ir, vi) for method, fuse in BASELINES.items()}}
+        outputs = {name: output.fused[0].detach().cpu(),
+                   **{method: fuse(ir, vi) for method, fuse in BASELINES.items() if baselines}}
         for method, luma in outputs.items():
             write_png(folders[method] / f"{sample['name']}.png", tensor_to_array(compose_colour(luma, chroma)))
     return folders

@@ -19,7 +19,8 @@ from tests.metrics.evaluation_fixtures import (
 )
 from uaafusion.data.boxes import boxes_to_class_mask, read_yolo_boxes
 from uaafusion.errors import ConfigError, DataError
-from uaafusion.metrics.evaluate import evaluate_folders, format_table, read_box_class_names
+from uaafusion.metrics.classes import read_box_class_names
+from uaafusion.metrics.evaluate import evaluate_folders, format_table
 from uaafusion.metrics.fusion import METRIC_NAMES, fusion_metrics
 from uaafusion.metrics.segmentation import ConfusionMatrix
 

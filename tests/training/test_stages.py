@@ -15,18 +15,9 @@ import torch
 
 from tests.helpers import REPO_ROOT, tiny_params_dict
 from uaafusion.config import params_from_dict
-from uaafusion.data.synthetic import write_synthetic_dataset
 from uaafusion.errors import TrainingError
 from uaafusion.training import read_history, run_training, training_units
 from uaafusion.training.state import STATE_FILE_NAME
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("synthetic")
-    params = params_from_dict(tiny_params_dict())
-    write_synthetic_dataset(params.synthetic, root)
-    return root
 
 
 def tiny_params(data_root: Path, **extra):

@@ -33,6 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--segmenter", type=Path, help="checkpoint whose segmenter scores mIoU (uaafusion train output)"
     )
+    parser.add_argument("--reference-ir", type=Path,
+                        help="clean infrared images (same names) that the fusion metrics compare with, when "
+                             "--ir holds degraded inputs (the segmenter still sees --ir)")
+    parser.add_argument("--reference-vi", type=Path,
+                        help="clean visible images (same names) that the fusion metrics compare with, when "
+                             "--vi holds degraded inputs (the segmenter still sees --vi)")
     parser.add_argument(
         "--num-classes",
         type=int,
@@ -94,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
         device=device,
         progress=not args.no_progress,
         select=args.select,
+        reference_ir_dir=args.reference_ir,
+        reference_vi_dir=args.reference_vi,
     )
     seconds = time.perf_counter() - started
     document = {
@@ -109,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
             "boxes": str(args.boxes) if args.boxes else None,
             "segmenter": str(args.segmenter) if args.segmenter else None,
             "select": args.select,
+            "reference_ir": str(args.reference_ir) if args.reference_ir else None,
+            "reference_vi": str(args.reference_vi) if args.reference_vi else None,
         },
         "seconds": round(seconds, 3),
     }

@@ -3,10 +3,13 @@
     uaafusion prepare [--params params.yaml] [--root DIR] [--layout LAYOUT]
     uaafusion prepare --synthetic [--params params.yaml] [--out data/synthetic]
     uaafusion prepare --check [--params params.yaml] [--root DIR] [--layout LAYOUT]
+    uaafusion prepare --degraded [--params params.yaml] [--kind KIND ...]
 
 Without a flag it does what the pipeline's prepare step does (:func:`uaafusion.steps.prepare_step`):
 write the synthetic set when ``data.root`` is its folder, else check every pair of the configured
 dataset and print counts per split (:func:`uaafusion.steps.check_dataset`, what ``--check`` always does).
+``--degraded`` writes the degraded benchmark: the test split degraded once per kind
+(:func:`uaafusion.degraded_benchmark.prepare_degraded_sets`; ``evaluate.degraded`` in the params).
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ def register(subparsers: Any) -> None:
     action.add_argument("--synthetic", action="store_true",
                         help="write the synthetic set from the 'synthetic' section of params to --out")
     action.add_argument("--check", action="store_true", help="only check the configured dataset (writes nothing)")
+    action.add_argument("--degraded", action="store_true",
+                        help="write one degraded copy of the test split per kind to evaluate.degraded.root, at "
+                             "evaluate.degraded.severity and seed (kinds: --kind, else evaluate.degraded.kinds, "
+                             "else all)")
+    parser.add_argument("--kind", action="append", default=[], help="--degraded: a degradation kind (repeatable)")
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     parser.add_argument("--out", default=DEFAULT_SYNTHETIC_OUT,
                         help=f"--synthetic: output folder (default: {DEFAULT_SYNTHETIC_OUT})")
@@ -58,7 +66,20 @@ def run(args: argparse.Namespace) -> int:
     params = load_params(args.params, overrides)
     paths = ProjectPaths.at(project_root_for(args.params), params.outputs)
     started = time.perf_counter()
-    if args.synthetic:
+    if args.kind and not args.degraded:
+        from uaafusion.errors import ConfigError
+
+        raise ConfigError("--kind chooses the degraded test sets: use it with --degraded.")
+    if args.degraded:
+        from uaafusion.data.degrade import check_kinds
+        from uaafusion.degraded_benchmark import prepare_degraded_sets
+
+        kinds = check_kinds(args.kind, "--kind") if args.kind else None
+        summary = prepare_degraded_sets(params, paths, kinds)
+        print(f"wrote {len(summary['sets'])} degraded test sets of {summary['source']} to {summary['root']} "
+              f"(severity {summary['severity']}, seed {summary['seed']}: {', '.join(summary['sets'])}) "
+              f"in {time.perf_counter() - started:.1f} s")
+    elif args.synthetic:
         _print_synthetic(params, write_synthetic_dataset(params.synthetic, Path(args.out)), Path(args.out),
                          time.perf_counter() - started)
     elif not args.check and uses_synthetic_data(params, paths):

@@ -9,6 +9,9 @@ import numpy as np
 
 from uaafusion.errors import DataError
 
+CLASSES_FILE_NAME = "classes.txt"
+"""Box class names, one per line (``0 person``), in a box label folder, its parent or its grandparent."""
+
 # Pixel coordinates within this of an integer count as that integer when rounding box edges.
 _ROUNDING_TOLERANCE = 1e-6
 

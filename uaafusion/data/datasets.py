@@ -24,6 +24,14 @@ A sample is a dict::
     roi      float32 (1, H, W)   1 inside boxes, else 0 (0 everywhere for layouts without boxes)
     crop     int64   (4,)        [top, left, height, width] of the sample in the full image
 
+With ``degrade`` (a :class:`~uaafusion.config.DegradeConfig` with kinds; training crops only) each crop
+is degraded with ``degrade.probability`` (:mod:`uaafusion.data.sample_degradation`): ``ir``, ``vi`` and
+``vi_crcb`` are then the degraded images, and the sample also holds
+
+    ir_clean     float32 (1, H, W)   the infrared crop before degradation (the fusion losses' target)
+    vi_clean     float32 (1, H, W)   the visible luma before degradation
+    degradation  str                 the kind applied, or "clean"
+
 With ``crop=True`` and ``data.crop_size > 0`` samples are random ``crop_size`` squares; an image
 smaller than the crop is padded at the bottom/right (images reflect, ``label`` with
 ``ignore_index``, ``roi`` with 0) and ``crop`` holds only the part inside the image. Crops depend
@@ -41,7 +49,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from uaafusion.config import DataConfig
+from uaafusion.config import DataConfig, DegradeConfig
 from uaafusion.data.boxes import Box, boxes_to_class_mask, boxes_to_roi_mask, read_yolo_boxes
 from uaafusion.data.io import array_to_tensor, read_image, read_label_image, split_luma_chroma, to_gray_uint8
 from uaafusion.data.pairs import index_images
@@ -61,6 +69,8 @@ MSRS_LABEL_FOLDERS: tuple[str, ...] = ("Label", "Segmentation_labels")
 GRAY_CHROMA = 0.5
 """The ``vi_crcb`` value of every pixel of a gray visible image (Cr, Cb offset by 0.5)."""
 BOX_EXTENSION = ".txt"
+DEGRADATION_STREAM = 7
+"""Extra seed word of a sample's degradation draws (independent of its crop draws)."""
 
 Sample = dict[str, Any]
 
@@ -245,7 +255,8 @@ class FusionDataset(Dataset):
 
     def __init__(self, records: Sequence[SampleRecord], *, layout: str, num_classes: int, ignore_index: int,
                  crop_size: int = 0, seed: int = 0, skipped: Sequence[tuple[str, str]] = (),
-                 location: Path | None = None, object_crops: float = 0.0) -> None:
+                 location: Path | None = None, object_crops: float = 0.0,
+                 degrade: DegradeConfig | None = None) -> None:
         if not records:
             raise DataError(f"{location}: no usable samples.")
         self.records: list[SampleRecord] = list(records)
@@ -254,6 +265,7 @@ class FusionDataset(Dataset):
         self.ignore_index = ignore_index
         self.crop_size = crop_size
         self.object_crops = object_crops
+        self.degrade = degrade if degrade is not None and degrade.kinds else None
         self.seed = seed
         self.epoch = 0
         self.location = location
@@ -310,7 +322,7 @@ class FusionDataset(Dataset):
             roi = crop_padded(roi, box, size, fill=0.0)
         else:
             box = (0, 0, height, width)
-        return {
+        sample = {
             "name": record.name,
             "ir": torch.from_numpy(np.ascontiguousarray(ir)),
             "vi": torch.from_numpy(np.ascontiguousarray(vi)),
@@ -319,6 +331,12 @@ class FusionDataset(Dataset):
             "roi": torch.from_numpy(np.ascontiguousarray(roi)),
             "crop": torch.tensor(box, dtype=torch.int64),
         }
+        if self.degrade is not None:
+            from uaafusion.data.sample_degradation import degrade_sample
+
+            rng = np.random.default_rng([abs(self.seed), abs(self.epoch), index, DEGRADATION_STREAM])
+            sample = degrade_sample(sample, self.degrade, rng, has_colour=bool(np.any(vi_crcb != GRAY_CHROMA)))
+        return sample
 
     def crop_box(self, index: int) -> tuple[int, int, int, int]:
         """``(top, left, height, width)`` of sample ``index``'s crop this epoch, inside the image.
@@ -411,12 +429,13 @@ def sample_chroma(sample: dict[str, Any]) -> torch.Tensor | None:
 
 
 def create_dataset(data_config: DataConfig, split: str | None, crop: bool, seed: int = 0,
-                   root_override: str | Path | None = None) -> FusionDataset:
+                   root_override: str | Path | None = None, degrade: DegradeConfig | None = None) -> FusionDataset:
     """Scan, check and wrap one split of the configured dataset.
 
     ``split``: a folder under ``data.root`` (``None``: ``data.root`` itself); ``crop``: random
     ``data.crop_size`` crops (training) or whole images (evaluation); ``seed``: crop randomness;
-    ``root_override``: use this folder instead of ``data.root``.
+    ``root_override``: use this folder instead of ``data.root``; ``degrade``: degrade the training crops
+    (used only with ``crop``).
     Raises :class:`DataError` for bad input (see ``data.on_bad_input``).
     """
     layout = data_config.layout
@@ -434,4 +453,5 @@ def create_dataset(data_config: DataConfig, split: str | None, crop: bool, seed:
     return FusionDataset(records, layout=layout, num_classes=data_config.num_classes,
                          ignore_index=data_config.ignore_index, crop_size=data_config.crop_size if crop else 0,
                          seed=seed, skipped=skipped, location=split_dir,
-                         object_crops=data_config.object_crops if crop else 0.0)
+                         object_crops=data_config.object_crops if crop else 0.0,
+                         degrade=degrade if crop else None)

@@ -6,7 +6,9 @@ range, malformed boxes: one :class:`~uaafusion.errors.DataError` lists every pro
 computes per image
 
 - the fusion metrics of :func:`uaafusion.metrics.fusion.fusion_metrics` on the gray (rounded
-  BT.601 luma) images;
+  BT.601 luma) images; with ``reference_ir_dir``/``reference_vi_dir`` (the clean sources of
+  degraded inputs: the protocol of degraded-fusion papers) F is scored against those references,
+  while the segmenter still sees the inputs the fusion saw;
 - with ``boxes_dir``: ``ROI_SSIM_ir`` / ``ROI_SSIM_vi`` = :func:`~uaafusion.metrics.segmentation.roi_ssim`
   of F against A / B inside the union of the boxes, and ``ROI_SSIM`` = their sum (like ``SSIM``);
   ``None`` for an image without boxes;
@@ -42,19 +44,16 @@ from tqdm import tqdm
 from uaafusion.data.boxes import Box, boxes_to_class_mask, boxes_to_roi_mask, read_yolo_boxes
 from uaafusion.data.io import read_image, read_label_image, to_gray_uint8
 from uaafusion.data.pairs import find_pairs, index_images
+from uaafusion.data.validation import image_size
 from uaafusion.errors import ConfigError, DataError
+from uaafusion.metrics.classes import DEFAULT_BOX_CLASS_NAMES, resolve_classes
 from uaafusion.metrics.fusion import METRIC_NAMES, fusion_metrics_and_ssim_maps
 from uaafusion.metrics.segmentation import ConfusionMatrix, roi_mean_of_ssim_map
 
 LOGGER = logging.getLogger(__name__)
 
-DEFAULT_BOX_CLASS_NAMES: tuple[str, ...] = ("person", "bicycle", "car")
-"""Box classes of the MSRS detection labels, used when no ``classes.txt`` is found."""
-
-BACKGROUND_CLASS_NAME = "background"
 KEEP_DECODED_BYTES = 512 * 2**20
 """Gray images decoded while checking the folders are kept (up to this many bytes) for scoring."""
-CLASSES_FILE_NAME = "classes.txt"
 
 # Segmenter inputs, in the order of the batch it sees: key suffix of the result -> role.
 _SEGMENTER_INPUTS: tuple[tuple[str, str], ...] = (("", "fused"), ("_ir", "ir"), ("_vi", "vi"))
@@ -72,6 +71,13 @@ class _Sample:
     boxes_path: Path | None = None
     boxes: list[Box] = field(default_factory=list)
     gray_images: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (ir, vi, fused) kept from the check
+    reference_paths: tuple[Path | None, Path | None] = (None, None)  # clean (ir, vi) the metrics compare with
+
+    def reference_images(self, ir_gray: np.ndarray, vi_gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Gray ``uint8`` (ir, vi) the fusion metrics compare F with: the references, else the inputs."""
+        ir_reference, vi_reference = self.reference_paths
+        return (to_gray_uint8(read_image(ir_reference)) if ir_reference is not None else ir_gray,
+                to_gray_uint8(read_image(vi_reference)) if vi_reference is not None else vi_gray)
 
     def read_gray_images(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Gray ``uint8`` (ir, vi, fused): the ones kept from the check pass (then released), else read."""
@@ -85,31 +91,6 @@ class _Sample:
         )
 
 
-def read_box_class_names(boxes_dir: str | Path) -> list[str] | None:
-    """Box class names from ``classes.txt`` in ``boxes_dir``, its parent or its grandparent.
-
-    Lines are ``NAME`` or ``ID NAME`` (``0 person``), in class order; ``None`` when no file exists.
-    """
-    folder = Path(boxes_dir).resolve()
-    for candidate in (folder, folder.parent, folder.parent.parent):
-        path = candidate / CLASSES_FILE_NAME
-        if not path.is_file():
-            continue
-        names: list[str] = []
-        for line in path.read_text().splitlines():
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) > 1 and fields[0].lstrip("-").isdigit():
-                names.append(" ".join(fields[1:]))
-            else:
-                names.append(" ".join(fields))
-        if names:
-            LOGGER.debug("box classes from %s: %s", path, names)
-            return names
-    return None
-
-
 def _preview(items: Sequence[str], limit: int = 20) -> str:
     shown = "; ".join(items[:limit])
     return shown + (f"; ... and {len(items) - limit} more" if len(items) > limit else "")
@@ -117,59 +98,6 @@ def _preview(items: Sequence[str], limit: int = 20) -> str:
 
 def _size_text(shape: tuple[int, ...]) -> str:
     return f"{shape[1]}x{shape[0]}"
-
-
-def _segmenter_class_count(segmenter: torch.nn.Module, device: torch.device) -> int:
-    """Number of output channels of ``segmenter`` (one forward pass on a small blank image)."""
-    with torch.inference_mode():
-        logits = segmenter(torch.zeros(1, 1, 64, 64, device=device))
-    if not isinstance(logits, torch.Tensor) or logits.ndim != 4:
-        raise ConfigError(
-            "the segmenter must map (B, 1, H, W) images to logits (B, C, H, W); "
-            f"it returned {type(logits).__name__} {getattr(logits, 'shape', '')}."
-        )
-    return int(logits.shape[1])
-
-
-def _resolve_classes(
-    boxes_dir: str | Path | None,
-    segmenter: torch.nn.Module | None,
-    num_classes: int | None,
-    class_names: Sequence[str] | None,
-    device: torch.device,
-) -> tuple[int | None, list[str] | None]:
-    """Settle the number of classes and their names from the arguments, ``classes.txt`` and the segmenter."""
-    box_names: list[str] | None = None
-    if boxes_dir is not None:
-        box_names = read_box_class_names(boxes_dir) or list(DEFAULT_BOX_CLASS_NAMES)
-        if num_classes is None:
-            num_classes = len(box_names) + 1
-    if segmenter is not None:
-        segmenter_classes = _segmenter_class_count(segmenter, device)
-        if num_classes is None:
-            num_classes = segmenter_classes
-        elif segmenter_classes != num_classes:
-            raise ConfigError(
-                f"the segmenter predicts {segmenter_classes} classes but num_classes is {num_classes}; "
-                "pass --num-classes matching the segmenter (or a segmenter trained for these labels)."
-            )
-    if num_classes is not None and num_classes < 1:
-        raise ConfigError(f"num_classes must be at least 1, got {num_classes}.")
-    if class_names is not None:
-        names = [str(name).strip() for name in class_names]
-        if num_classes is None:
-            num_classes = len(names)
-        if len(names) != num_classes:
-            raise ConfigError(
-                f"{len(names)} class names given ({', '.join(names)}) for {num_classes} classes; "
-                "give one name per class, background first."
-            )
-        return num_classes, names
-    if num_classes is None:
-        return None, None
-    if box_names is not None and len(box_names) + 1 == num_classes:
-        return num_classes, [BACKGROUND_CLASS_NAME, *box_names]
-    return num_classes, [f"class{index}" for index in range(num_classes)]
 
 
 def _collect_samples(
@@ -181,9 +109,11 @@ def _collect_samples(
     num_classes: int | None,
     ignore_index: int,
     select: str | None = None,
+    references: tuple[str | Path | None, str | Path | None] = (None, None),
 ) -> list[_Sample]:
     """Find every triple (of the pairs whose name matches ``select``, a shell-style pattern) and
-    check it; one :class:`DataError` lists all problems found."""
+    check it, with its clean ``references`` (ir, vi folders) when given; one :class:`DataError`
+    lists all problems found."""
     pairs = find_pairs(ir_dir, vi_dir)
     if select is not None:
         selected = [pair for pair in pairs if fnmatch.fnmatchcase(pair.name, select)]
@@ -225,6 +155,14 @@ def _collect_samples(
             "%d fused image(s) without a source pair are ignored: %s", len(extra_fused), _preview(extra_fused, 5)
         )
 
+    reference_indexes = [index_images(folder, f"reference {role}") if folder is not None else None
+                         for folder, role in zip(references, ("infrared", "visible"))]
+    for folder, index, role, flag in zip(references, reference_indexes, ("infrared", "visible"), ("ir", "vi")):
+        missing = [pair.name for pair in pairs if index is not None and pair.name not in index]
+        if missing:
+            problems.append(f"no reference {role} image in {folder} for {len(missing)} pair(s): {_preview(missing)}")
+            hints.append(f"point --reference-{flag} at the clean sources of the degraded pairs (same names)")
+
     size_problems: list[str] = []
     label_problems: list[str] = []
     unreadable: list[str] = []
@@ -252,6 +190,17 @@ def _collect_samples(
                 f"{pair.name}: fused {_size_text(fused_shape)} vs infrared {_size_text(ir_shape)}, "
                 f"visible {_size_text(vi_shape)}"
             )
+        sample.reference_paths = tuple(index.get(pair.name) if index is not None else None
+                                       for index in reference_indexes)
+        for reference, role in zip(sample.reference_paths, ("infrared", "visible")):
+            try:
+                reference_shape = image_size(reference) if reference is not None else ir_shape
+            except DataError as error:
+                unreadable.append(str(error))
+                continue
+            if reference_shape != ir_shape:
+                size_problems.append(f"{pair.name}: reference {role} {_size_text(reference_shape)} vs "
+                                     f"infrared {_size_text(ir_shape)}")
         height, width = ir_shape
         if pair.name in label_index:
             sample.label_path = label_index[pair.name]
@@ -342,6 +291,8 @@ def evaluate_folders(
     device: str | torch.device = "cpu",
     progress: bool = True,
     select: str | None = None,
+    reference_ir_dir: str | Path | None = None,
+    reference_vi_dir: str | Path | None = None,
 ) -> dict:
     """Score the fused images of ``fused_dir`` against ``ir_dir``/``vi_dir`` (and labels, if given).
 
@@ -362,6 +313,9 @@ def evaluate_folders(
         progress: show a tqdm progress bar.
         select: score only the pairs whose name (file stem) matches this shell-style pattern,
             e.g. ``"*N"`` for MSRS's night images; None: every pair.
+        reference_ir_dir, reference_vi_dir: clean sources (same names) the fusion metrics compare
+            F with instead of ``ir_dir``/``vi_dir`` (degraded inputs); the segmenter's source
+            scores stay on the inputs.
 
     Returns:
         ``{"per_image": {name: {metric: value}}, "mean": {metric: value}, "count": n}`` (plus
@@ -381,9 +335,9 @@ def evaluate_folders(
     if segmenter is not None:
         segmenter.to(torch_device).eval()
     try:
-        num_classes, names = _resolve_classes(boxes_dir, segmenter, num_classes, class_names, torch_device)
+        num_classes, names = resolve_classes(boxes_dir, segmenter, num_classes, class_names, torch_device)
         samples = _collect_samples(ir_dir, vi_dir, fused_dir, labels_dir, boxes_dir, num_classes, ignore_index,
-                                   select)
+                                   select, (reference_ir_dir, reference_vi_dir))
         if labels_dir is not None and segmenter is None:
             LOGGER.warning("labels given without a segmenter: only the fusion metrics are computed.")
         if segmenter is not None and labels_dir is None and boxes_dir is None:
@@ -415,7 +369,8 @@ def _score_samples(
     roi_count = 0
     for sample in tqdm(samples, desc="evaluate", unit="image", disable=not progress or len(samples) < 2):
         ir_gray, vi_gray, fused_gray = sample.read_gray_images()
-        metrics, (ssim_map_ir, ssim_map_vi) = fusion_metrics_and_ssim_maps(fused_gray, ir_gray, vi_gray)
+        metrics, (ssim_map_ir, ssim_map_vi) = fusion_metrics_and_ssim_maps(
+            fused_gray, *sample.reference_images(ir_gray, vi_gray))
         values: dict[str, float | None] = {key: _json_number(value) for key, value in metrics.items()}
         height, width = fused_gray.shape
         if with_boxes:

@@ -20,7 +20,9 @@ def register_fusion_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
     """Decorator: register a fusion model class (or factory function) under ``name``.
 
     The model's ``forward(ir, vi, segmenter, mask=None, weights=None)`` must return a
-    :class:`FusionOutput`. Registering a taken name is an error.
+    :class:`FusionOutput`. A model with the class attribute ``accepts_degradation = True`` is also
+    given ``degradation=`` (one kind name per sample, ``"clean"`` for an undegraded one; see
+    :func:`fusion_conditioning`). Registering a taken name is an error.
     """
 
     def decorator(factory: ModelFactory) -> ModelFactory:
@@ -30,6 +32,16 @@ def register_fusion_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
         return factory
 
     return decorator
+
+
+def fusion_conditioning(fusion: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments beyond the images that ``fusion`` asks for: ``degradation`` (the kind of each
+    sample of ``batch``, ``"clean"`` when the batch was not degraded) for a model that declares
+    ``accepts_degradation``; nothing for any other model."""
+    if not getattr(fusion, "accepts_degradation", False):
+        return {}
+    count = int(batch["ir"].shape[0])
+    return {"degradation": list(batch.get("degradation", ["clean"] * count))}
 
 
 def available_fusion_models() -> list[str]:

@@ -17,11 +17,13 @@ import yaml
 from uaafusion.config import Params
 from uaafusion.method_names import OUR_METHOD
 from uaafusion.paths import ProjectPaths
+from uaafusion.report.degraded import degraded_tables
 from uaafusion.report.differences import difference_tables
 from uaafusion.report.figures import SAMPLE_PREFIX, TRAINING_LOSS, VALIDATION_ROUNDS, Figure
 from uaafusion.report.inputs import (
     BuildRecord,
     read_comparison,
+    read_degraded,
     read_discussion,
     read_evaluation,
     read_generalisation,
@@ -36,7 +38,7 @@ REPRODUCE_COMMAND = "dvc repro"
 @dataclass
 class ReportContext:
     """Everything the two templates draw, in page order: summary lines, notes, the tables (metrics,
-    differences, generalisation), the discussion (Markdown), the figures, and how to reproduce."""
+    differences, generalisation, degraded benchmark), the discussion (Markdown), the figures, and how to reproduce."""
 
     title: str
     summary: list[str]
@@ -64,6 +66,7 @@ def report_context(params: Params, paths: ProjectPaths, params_file: Path | None
     comparison = read_comparison(paths.comparison, notes)
     tables += difference_tables(comparison, peers) if comparison is not None else []
     tables += generalisation_tables(read_generalisation(paths.generalisation, notes))
+    tables += degraded_tables(read_degraded(paths.degraded, notes))
     return ReportContext(
         title=REPORT_TITLE, summary=summary_lines(params, evaluation), notes=notes, tables=tables,
         discussion=read_discussion(params, paths),

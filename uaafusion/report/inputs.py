@@ -65,6 +65,15 @@ def read_generalisation(path: Path, notes: list[str]) -> dict[str, dict[str, Any
             if isinstance(entry, dict) and isinstance(entry.get("methods"), dict)}
 
 
+def read_degraded(path: Path, notes: list[str]) -> dict[str, Any]:
+    """The degraded benchmark's ``degraded.json`` (``{"severity", "seed", "sets": {kind: {"mean",
+    "comparison"}}}``); ``{}`` when absent (nothing configured) or unreadable (noted)."""
+    data = _optional_json(path, notes)
+    if not isinstance(data, dict) or not isinstance(data.get("sets"), dict):
+        return {}
+    return data
+
+
 def read_comparison(path: Path, notes: list[str]) -> Comparison | None:
     """The evaluate step's ``comparison.json`` (:meth:`Comparison.to_json`); ``None`` with a note when it
     is missing or malformed."""

@@ -63,10 +63,12 @@ class TrainingContext:
         save_state(self.run_dir, self.objects)
 
     def dataset(self, split: str, crop: bool) -> Dataset:
-        """The ``split`` of the params' data: training crops (``crop``) or whole images."""
+        """The ``split`` of the params' data: training crops (``crop``, degraded as ``degrade`` says) or
+        whole images."""
         from uaafusion.data.datasets import create_dataset
 
-        return create_dataset(self.params.data, split, crop=crop, seed=self.params.seed)
+        return create_dataset(self.params.data, split, crop=crop, seed=self.params.seed,
+                              degrade=self.params.degrade if crop else None)
 
 
 def run_fingerprint(params: Params) -> str:

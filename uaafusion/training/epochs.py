@@ -2,6 +2,10 @@
 
 Images are ``(B, 1, H, W)`` in [0, 1], labels ``int64 (B, H, W)``. Each epoch returns the mean of
 its steps' losses; every step is logged (:func:`~uaafusion.training.loop.log_step`).
+
+Degradation-aware training (``degrade.kinds``): the networks see the degraded crops, the fusion
+losses compare with the clean ones (:func:`~uaafusion.training.loop.loss_targets`), the segmenter
+learns the same labels from the degraded sources, and each step logs the share of every kind.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from uaafusion.training.loop import (
     autocast,
     check_finite,
     clip_gradients,
+    degradation_shares,
     log_step,
+    loss_targets,
     set_trainable,
     train_batches,
 )
@@ -44,7 +50,8 @@ def segmenter_epoch(context: TrainingContext, unit: str, fused_store: Mapping[st
         loss.backward()
         clip_gradients(segmenter, params.train.grad_clip)
         optimizer.step()
-        terms = {"loss": loss.item(), **{f"loss_{name}": value.item() for name, value in losses.items()}}
+        terms = {"loss": loss.item(), **{f"loss_{name}": value.item() for name, value in losses.items()},
+                 **degradation_shares(params, batch)}
         log_step(context, unit, terms)
         means.add(terms)
     return means.means()
@@ -71,6 +78,7 @@ def fusion_epoch(context: TrainingContext, unit: str, weights: Mapping[str, torc
     but passes gradients to ``F``. The class mask behind the attention is the crop's labels."""
     from uaafusion.attribution import frozen_segmenter, labels_to_one_hot
     from uaafusion.losses import FusionLoss
+    from uaafusion.models.registry import fusion_conditioning
 
     params = context.params
     fusion, segmenter = context.fusion, context.segmenter
@@ -84,18 +92,21 @@ def fusion_epoch(context: TrainingContext, unit: str, weights: Mapping[str, torc
     means = RunningMeans()
     for batch in train_batches(context, unit):
         ir, vi, labels, roi = batch["ir"], batch["vi"], batch["label"], batch["roi"]
+        ir_target, vi_target = loss_targets(batch)
         weight_ir = crop_stored(weights, batch, context.device)
         mask = labels_to_one_hot(labels, params.data.num_classes, params.data.ignore_index)
         optimizer.zero_grad(set_to_none=True)
         with autocast(context):
-            output = fusion(ir, vi, segmenter, mask=mask, weights=(weight_ir, 1.0 - weight_ir))
-            terms = loss_function(output, ir, vi, frozen(output.fused), labels, roi)
+            output = fusion(ir, vi, segmenter, mask=mask, weights=(weight_ir, 1.0 - weight_ir),
+                            **fusion_conditioning(fusion, batch))
+            terms = loss_function(output, ir_target, vi_target, frozen(output.fused), labels, roi)
         loss = terms["total"]
         check_finite(context, unit, loss)
         loss.backward()
         clip_gradients(fusion, params.train.grad_clip)
         optimizer.step()
         values = {f"loss_{key}" if key != "total" else "loss": float(value.detach()) for key, value in terms.items()}
+        values.update(degradation_shares(params, batch))
         log_step(context, unit, values)
         means.add(values)
     set_trainable(segmenter, True)
@@ -107,6 +118,7 @@ def joint_epoch(context: TrainingContext, unit: str) -> dict[str, float]:
     changes every step), then a segmenter step on the detached fused image and the sources."""
     from uaafusion.attribution import frozen_segmenter, modality_weights
     from uaafusion.losses import FusionLoss
+    from uaafusion.models.registry import fusion_conditioning
 
     params = context.params
     fusion, segmenter = context.fusion, context.segmenter
@@ -117,6 +129,7 @@ def joint_epoch(context: TrainingContext, unit: str) -> dict[str, float]:
     means = RunningMeans()
     for batch in train_batches(context, unit):
         ir, vi, labels, roi = batch["ir"], batch["vi"], batch["label"], batch["roi"]
+        ir_target, vi_target = loss_targets(batch)
         # Fusion step, segmenter frozen.
         set_trainable(segmenter, False)
         segmenter.eval()
@@ -128,8 +141,10 @@ def joint_epoch(context: TrainingContext, unit: str) -> dict[str, float]:
                                                 engine=attribution.engine, scale=attribution.scale)
         fusion_optimizer.zero_grad(set_to_none=True)
         with autocast(context):
-            output = fusion(ir, vi, segmenter, mask=mask, weights=(weight_ir, weight_vi))
-            terms = loss_function(output, ir, vi, frozen_segmenter(segmenter)(output.fused), labels, roi)
+            output = fusion(ir, vi, segmenter, mask=mask, weights=(weight_ir, weight_vi),
+                            **fusion_conditioning(fusion, batch))
+            terms = loss_function(output, ir_target, vi_target, frozen_segmenter(segmenter)(output.fused),
+                                  labels, roi)
         check_finite(context, unit, terms["total"])
         terms["total"].backward()
         clip_gradients(fusion, params.train.grad_clip)
@@ -145,7 +160,8 @@ def joint_epoch(context: TrainingContext, unit: str) -> dict[str, float]:
         loss.backward()
         clip_gradients(segmenter, params.train.grad_clip)
         segmenter_optimizer.step()
-        values = {"loss": float(terms["total"].detach()), "loss_segmenter": float(loss.detach())}
+        values = {"loss": float(terms["total"].detach()), "loss_segmenter": float(loss.detach()),
+                  **degradation_shares(params, batch)}
         log_step(context, unit, values)
         means.add(values)
     set_trainable(fusion, True)

@@ -26,6 +26,22 @@ from uaafusion.training.context import TrainingContext
 LOGGER = logging.getLogger(__name__)
 
 
+def loss_targets(batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fusion losses' ``(ir, vi)`` targets ``(B, 1, H, W)``: the clean crops when the batch was
+    degraded (degradation-aware training), else the inputs themselves."""
+    return batch.get("ir_clean", batch["ir"]), batch.get("vi_clean", batch["vi"])
+
+
+def degradation_shares(params: Params, batch: dict[str, Any]) -> dict[str, float]:
+    """``{"degraded_<kind>": share of the batch}`` for "clean" and each of ``degrade.kinds`` (logged per
+    step and per epoch); empty when training is not degradation-aware."""
+    kinds = batch.get("degradation")
+    if kinds is None:
+        return {}
+    return {f"degraded_{kind}": sum(item == kind for item in kinds) / len(kinds)
+            for kind in ("clean", *params.degrade.kinds)}
+
+
 def unit_seed(params: Params, unit: str) -> int:
     """The random seed of one training unit: the run's seed and the unit id, nothing else (resume)."""
     return params.seed * 1_000_003 + int(hashlib.sha256(unit.encode()).hexdigest()[:8], 16)
