@@ -138,3 +138,57 @@ def test_step_refuses_a_compare_with_named_like_a_baseline(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match=r"evaluate\.degraded\.compare_with\.maximum"):
         degraded_benchmark_step(params, paths)
     assert not paths.fused.exists()
+
+
+def test_a_rerun_reuses_fused_images_until_the_checkpoint_changes(tmp_path: Path) -> None:
+    write_tiny_dataset(tmp_path / "data" / "tiny")
+    params, paths = make_project(tmp_path, {"other": "other/model.pt"}, kinds=["noise"])
+    write_models(paths.model_checkpoint)
+    (tmp_path / "other").mkdir()
+    shutil.copyfile(paths.model_checkpoint, tmp_path / "other" / "model.pt")
+    prepare_degraded_sets(params, paths)
+    first = degraded_benchmark_step(params, paths)
+    fused = paths.fused / "degraded" / "noise"
+    stamps = {path: path.stat().st_mtime_ns for path in fused.rglob("*.png")}
+    assert degraded_benchmark_step(params, paths) == first  # same numbers, nothing fused again
+    assert {path: path.stat().st_mtime_ns for path in fused.rglob("*.png")} == stamps
+    # Another model under the same name: its images are fused again, ours are reused.
+    model = torch.load(tmp_path / "other" / "model.pt", weights_only=False)
+    for tensor in model["fusion_state"].values():
+        if tensor.is_floating_point():
+            tensor.add_(0.01)
+    torch.save(model, tmp_path / "other" / "model.pt")
+    degraded_benchmark_step(params, paths)
+    changed = {path.parent.name for path, stamp in stamps.items() if path.stat().st_mtime_ns != stamp}
+    assert changed == {"other"}
+
+
+def test_baselines_can_be_left_out(tmp_path: Path) -> None:
+    write_tiny_dataset(tmp_path / "data" / "tiny")
+    params, paths = make_project(tmp_path, kinds=["ir_stripes"], baselines=False)
+    write_models(paths.model_checkpoint)
+    prepare_degraded_sets(params, paths)
+    document = degraded_benchmark_step(params, paths)
+    assert set(document["sets"]["ir_stripes"]["mean"]) == {"ours"}
+    assert not (paths.fused / "degraded" / "ir_stripes" / "average").exists()
+
+
+def test_a_subset_of_pairs_spread_over_the_split(tmp_path: Path) -> None:
+    from uaafusion.data.degraded_sets import spread_names
+
+    assert spread_names(["d", "a", "c", "b", "e", "f"], 3) == ["a", "c", "e"]
+    assert spread_names(["b", "a"], 5) == ["a", "b"]
+    write_tiny_dataset(tmp_path / "data" / "tiny")
+    params, paths = make_project(tmp_path, kinds=["noise"], pairs=2, baselines=False)
+    write_models(paths.model_checkpoint)
+    prepare_degraded_sets(params, paths)
+    folder = tmp_path / "degraded" / "noise"
+    for name in ("ir", "vi", "Label"):
+        assert sorted(path.stem for path in (folder / name).iterdir()) == SAMPLE_NAMES[:2]
+    document = degraded_benchmark_step(params, paths)
+    assert json.loads((paths.fused / "degraded" / "noise" / "evaluation.json").read_text())["ours"]["count"] == 2
+    assert document["sets"]["noise"]["comparison"]["reference"] == "ours"
+    # Sets prepared for another number of pairs are not taken for these.
+    _, other_paths = make_project(tmp_path, kinds=["noise"], pairs=3)
+    with pytest.raises(DataError, match="with 3 pairs"):
+        degraded_benchmark_step(make_project(tmp_path, kinds=["noise"], pairs=3)[0], other_paths)

@@ -183,18 +183,22 @@ class DegradedBenchmarkConfig:
     """The degraded test sets: the test split degraded by each of ``kinds`` at one ``severity`` and
     ``seed`` (written under ``root``, one folder per kind, by ``uaafusion prepare --degraded``), fused
     and scored against the clean sources. ``compare_with``: name -> checkpoint of another trained
-    model fused and scored on the same sets (e.g. the clean-trained model)."""
+    model fused and scored on the same sets (e.g. the clean-trained model); ``baselines``: the pixel
+    baselines too; ``pairs``: degrade only that many test pairs, spread evenly over the split (0 = all)."""
 
     kinds: tuple[str, ...] = ()
     severity: float = 0.5
     seed: int = 0
     root: str = "data/degraded"
     compare_with: dict[str, str] = field(default_factory=dict)
+    baselines: bool = True
+    pairs: int = 0
 
     def check(self, prefix: str) -> None:
         _check_degradation_kinds(self.kinds, f"{prefix}.kinds")
         _require(0.0 <= self.severity <= 1.0, f"{prefix}.severity", "a number in [0, 1]", self.severity)
         _require(bool(self.root.strip()), f"{prefix}.root", "a non-empty folder path", self.root)
+        _require(self.pairs >= 0, f"{prefix}.pairs", "0 (every test pair) or a positive count", self.pairs)
         _require(not set(self.compare_with) & set(PIPELINE_METHODS), f"{prefix}.compare_with",
                  f"model names other than {', '.join(PIPELINE_METHODS)} (the methods fused anyway)",
                  self.compare_with)

@@ -2,24 +2,29 @@
 
 :func:`prepare_degraded_sets` degrades the test split once per kind (``uaafusion prepare
 --degraded``, and the pipeline's prepare step when kinds are configured).
-:func:`degraded_benchmark_step` fuses every set with our model, the pixel baselines and each
+:func:`degraded_benchmark_step` fuses every set with our model, the pixel baselines (unless
+``evaluate.degraded.baselines`` is false) and each
 ``compare_with`` model, scores the fused images against the **clean** sources (fusion metrics) and
 the segmenter's box/label mIoU on them, and compares ours with every other method by paired
 bootstrap. Each model is scored with its own segmenter (the system a user deploys); the baselines
 with ours. ``<outputs.reports>/degraded.json`` (:attr:`~uaafusion.paths.ProjectPaths.degraded`) keeps the means and the comparisons; the full
 per-image results stay beside the fused images (``<outputs.fused>/degraded/KIND/evaluation.json``).
+A model's fused images of a set are reused by the next run when the checkpoint's bytes and the set's
+manifest are the same (``<outputs.fused>/degraded/KIND/NAME.fused.json``): re-running the step after a
+crash, or with another model added, does not fuse again what is already there.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from uaafusion.config import Params
-from uaafusion.method_names import OUR_METHOD, PIPELINE_METHODS
+from uaafusion.method_names import BASELINE_METHODS, OUR_METHOD, PIPELINE_METHODS
 from uaafusion.paths import ProjectPaths
 from uaafusion.steps import fuse_dataset, with_absolute_data_root
 
@@ -48,24 +53,31 @@ def prepare_degraded_sets(params: Params, paths: ProjectPaths, kinds: tuple[str,
     config = params.evaluate.degraded
     split_dir = split_directory(params.data.layout, params.data.root, params.data.test_split)
     return build_degraded_benchmark(params.data.layout, split_dir, degraded_root(params, paths),
-                                    benchmark_kinds(params, kinds), config.severity, config.seed)
+                                    benchmark_kinds(params, kinds), config.severity, config.seed, pairs=config.pairs)
 
 
 def _checked_sets(params: Params, paths: ProjectPaths) -> dict[str, Path]:
-    """The prepared set of every configured kind, made with the configured severity and seed."""
-    from uaafusion.data.degraded_sets import MANIFEST_NAME
+    """The prepared set of every configured kind, made with the configured severity, seed and pairs."""
+    from uaafusion.data.datasets import layout_folders, split_directory
+    from uaafusion.data.degraded_sets import MANIFEST_NAME, spread_names
+    from uaafusion.data.pairs import find_pairs
     from uaafusion.errors import DataError
 
     config = params.evaluate.degraded
+    clean = layout_folders(params.data.layout,
+                           split_directory(params.data.layout, params.data.root, params.data.test_split))
+    names = [pair.name for pair in find_pairs(clean.ir, clean.vi)]
+    count = len(spread_names(names, config.pairs)) if config.pairs else len(names)
     sets: dict[str, Path] = {}
     for kind in config.kinds:
         folder = degraded_root(params, paths) / kind
         manifest_path = folder / MANIFEST_NAME
         manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
-        if manifest is None or (manifest["kinds"], manifest["severity"], manifest["seed"]) != (
-                [kind], config.severity, config.seed):
+        if manifest is None or (manifest["kinds"], manifest["severity"], manifest["seed"], manifest["count"]) != (
+                [kind], config.severity, config.seed, count):
             raise DataError(f"{folder}: no degraded test set for {kind} at severity {config.severity}, seed "
-                            f"{config.seed}. Run 'uaafusion prepare --degraded' (or the pipeline's prepare step).")
+                            f"{config.seed} with {count} pairs. Run 'uaafusion prepare --degraded' (or the "
+                            "pipeline's prepare step).")
         sets[kind] = folder
     return sets
 
@@ -86,6 +98,29 @@ def _compare_checkpoints(params: Params, paths: ProjectPaths) -> dict[str, Path]
                               "train that model first or remove the entry.")
         checkpoints[name] = checkpoint
     return checkpoints
+
+
+def _fused_or_reused(dataset: Any, params: Params, checkpoint: Path, set_folder: Path, out_root: Path, name: str,
+                     baselines: bool) -> dict[str, Path]:
+    """:func:`~uaafusion.steps.fuse_dataset` of one degraded set, unless an earlier run fused it with a
+    checkpoint of the same bytes (and the same set, names and baselines): then its folders as they are."""
+    from uaafusion.data.degraded_sets import MANIFEST_NAME
+
+    record = {"checkpoint_sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
+              "set": json.loads((set_folder / MANIFEST_NAME).read_text()), "names": sorted(dataset.names),
+              "baselines": baselines}
+    record_path = out_root / f"{name}.fused.json"
+    methods = [name, *(BASELINE_METHODS if baselines else ())]
+    folders = {method: out_root / method for method in methods}
+    if record_path.is_file() and json.loads(record_path.read_text()) == record and all(
+            (folder / f"{sample}.png").is_file() for folder in folders.values() for sample in record["names"]):
+        LOGGER.info("reusing the fused images of %s in %s", name, out_root)
+        return folders
+    record_path.unlink(missing_ok=True)
+    folders = fuse_dataset(dataset, params, checkpoint, out_root, f"fusing {set_folder.name} ({name})", name=name,
+                           baselines=baselines)
+    record_path.write_text(json.dumps(record, indent=1) + "\n")
+    return folders
 
 
 def degraded_benchmark_step(params: Params, paths: ProjectPaths) -> dict[str, Any]:
@@ -114,8 +149,8 @@ def degraded_benchmark_step(params: Params, paths: ProjectPaths) -> dict[str, An
         out_root = paths.fused / "degraded" / kind
         results: dict[str, dict[str, Any]] = {}
         for name, checkpoint in checkpoints.items():
-            fused = fuse_dataset(dataset, params, checkpoint, out_root, f"fusing {kind} ({name})", name=name,
-                                 baselines=name == OUR_METHOD)
+            fused = _fused_or_reused(dataset, params, checkpoint, folder, out_root, name,
+                                     baselines=name == OUR_METHOD and config.baselines)
             segmenter = load_models(checkpoint, map_location=device).segmenter.to(device).eval()
             for method, fused_dir in fused.items():
                 LOGGER.info("scoring %s on %s", method, kind)

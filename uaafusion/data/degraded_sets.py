@@ -37,17 +37,19 @@ BENCHMARK_LAYOUTS: tuple[str, ...] = ("msrs", "boxes", "pairs")
 
 def degrade_folders(ir_dir: str | Path, vi_dir: str | Path, out_dir: str | Path, kinds: Sequence[str],
                     severity: float, seed: int, depth_dir: str | Path | None = None,
-                    overwrite: bool = False) -> dict[str, Any]:
+                    overwrite: bool = False, names: Sequence[str] | None = None) -> dict[str, Any]:
     """Write degraded copies of the pairs of ``ir_dir``/``vi_dir`` to ``out_dir/ir`` and ``out_dir/vi``.
 
     ``kinds`` are applied in order (each to the image of its source); ``depth_dir`` holds optional
-    depth maps ``NAME.*`` for ``haze`` (gray, brighter = farther). ``out_dir`` must not exist (or be
-    empty) unless ``overwrite``. Returns the manifest written to ``out_dir/degradation.json``.
+    depth maps ``NAME.*`` for ``haze`` (gray, brighter = farther); ``names``: only these pairs (all when
+    None). ``out_dir`` must not exist (or be empty) unless ``overwrite``. Returns the manifest written to ``out_dir/degradation.json``.
     Raises :class:`ConfigError` (kinds, severity, output folder) or :class:`DataError` (inputs).
     """
     kinds = check_kinds(kinds, "--kind")
     severity = check_severity(severity, "--severity")
     pairs = find_pairs(ir_dir, vi_dir)
+    if names is not None:
+        pairs = [pair for pair in pairs if pair.name in set(names)]
     depths = index_images(depth_dir, "depth") if depth_dir is not None else {}
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite and (not out_dir.is_dir() or any(out_dir.iterdir())):
@@ -102,12 +104,22 @@ def _write_pair(name: str, ir_path: Path, vi_path: Path, out_dir: Path, kinds: t
         write_image(target, result)
 
 
+def spread_names(names: Sequence[str], count: int) -> list[str]:
+    """``count`` of ``names`` (sorted), evenly spaced from the first: a subset that keeps the mix of the
+    whole (MSRS: day and night pairs). All of them when ``count >= len(names)``."""
+    ordered = sorted(names)
+    if count >= len(ordered):
+        return ordered
+    return [ordered[index * len(ordered) // count] for index in range(count)]
+
+
 def _degraded_set(ir_dir: Path, vi_dir: Path, target: Path, kind: str, severity: float, seed: int,
-                  labels: list[Path], classes: Path | None) -> str:
+                  labels: list[Path], classes: Path | None, names: list[str] | None) -> str:
     """One set of :func:`build_degraded_benchmark` (a function of its own: it runs in a worker process)."""
-    degrade_folders(ir_dir, vi_dir, target, (kind,), severity, seed, overwrite=True)
+    degrade_folders(ir_dir, vi_dir, target, (kind,), severity, seed, overwrite=True, names=names)
     for folder in labels:
-        shutil.copytree(folder, target / folder.name)
+        shutil.copytree(folder, target / folder.name, ignore=None if names is None else (
+            lambda _folder, files: [file for file in files if Path(file).stem not in names]))
     if classes is not None:
         shutil.copyfile(classes, target / CLASSES_FILE_NAME)
     return str(target)
@@ -123,10 +135,11 @@ def _read_depth(path: Path, image: np.ndarray) -> np.ndarray:
 
 
 def build_degraded_benchmark(layout: str, split_dir: Path, out_root: Path, kinds: Sequence[str], severity: float,
-                             seed: int, workers: int | None = None) -> dict[str, Any]:
+                             seed: int, workers: int | None = None, pairs: int = 0) -> dict[str, Any]:
     """One degraded copy of the test split ``split_dir`` per kind: ``out_root/KIND/{ir,vi}`` degraded,
     the label folders (``boxes/``, ``Label/``, ...) and ``classes.txt`` copied, so that each is a
-    dataset of ``layout``. Rebuilds every set (they are deterministic), the kinds shared among
+    dataset of ``layout``. ``pairs > 0``: only that many pairs, spread evenly over the split in name order
+    (:func:`spread_names`; labels copied for those only). Rebuilds every set (they are deterministic), the kinds shared among
     ``workers`` processes (default: one per usable CPU core). Returns ``{"root", "sets": {kind:
     folder}, "severity", "seed", "source"}`` and writes it to ``out_root/degradation.json``."""
     if layout not in BENCHMARK_LAYOUTS:
@@ -137,7 +150,8 @@ def build_degraded_benchmark(layout: str, split_dir: Path, out_root: Path, kinds
     labels = [path for path in sorted(split_dir.iterdir()) if path.is_dir() and path.name not in ("ir", "vi")]
     classes = next((folder / CLASSES_FILE_NAME for folder in (split_dir, split_dir.parent)
                     if (folder / CLASSES_FILE_NAME).is_file()), None)
-    jobs = [(ir_dir, vi_dir, out_root / kind, kind, severity, seed, labels, classes) for kind in kinds]
+    names = spread_names([pair.name for pair in find_pairs(ir_dir, vi_dir)], pairs) if pairs > 0 else None
+    jobs = [(ir_dir, vi_dir, out_root / kind, kind, severity, seed, labels, classes, names) for kind in kinds]
     workers = max(1, min(len(jobs), workers or len(os.sched_getaffinity(0))))
     if workers == 1:
         folders = [_degraded_set(*job) for job in jobs]
@@ -145,6 +159,7 @@ def build_degraded_benchmark(layout: str, split_dir: Path, out_root: Path, kinds
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             folders = list(pool.map(_degraded_set, *zip(*jobs)))
     sets = dict(zip(kinds, folders))
-    summary = {"root": str(out_root), "source": str(split_dir), "severity": severity, "seed": seed, "sets": sets}
+    summary = {"root": str(out_root), "source": str(split_dir), "severity": severity, "seed": seed, "sets": sets,
+               "pairs": len(names) if names is not None else "all"}
     (out_root / MANIFEST_NAME).write_text(json.dumps(summary, indent=1) + "\n")
     return summary
