@@ -21,12 +21,15 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from uaafusion.config import Params
 from uaafusion.method_names import BASELINE_METHODS, OUR_METHOD, PIPELINE_METHODS
 from uaafusion.paths import ProjectPaths
 from uaafusion.steps import fuse_dataset, with_absolute_data_root
+
+if TYPE_CHECKING:
+    from uaafusion.data.datasets import LayoutFolders
 
 LOGGER = logging.getLogger(__name__)
 
@@ -56,16 +59,14 @@ def prepare_degraded_sets(params: Params, paths: ProjectPaths, kinds: tuple[str,
                                     benchmark_kinds(params, kinds), config.severity, config.seed, pairs=config.pairs)
 
 
-def _checked_sets(params: Params, paths: ProjectPaths) -> dict[str, Path]:
-    """The prepared set of every configured kind, made with the configured severity, seed and pairs."""
-    from uaafusion.data.datasets import layout_folders, split_directory
+def _checked_sets(params: Params, paths: ProjectPaths, clean: LayoutFolders) -> dict[str, Path]:
+    """The prepared set of every configured kind, made from the ``clean`` test split with the configured
+    severity, seed and pairs."""
     from uaafusion.data.degraded_sets import MANIFEST_NAME, spread_names
     from uaafusion.data.pairs import find_pairs
     from uaafusion.errors import DataError
 
     config = params.evaluate.degraded
-    clean = layout_folders(params.data.layout,
-                           split_directory(params.data.layout, params.data.root, params.data.test_split))
     names = [pair.name for pair in find_pairs(clean.ir, clean.vi)]
     count = len(spread_names(names, config.pairs)) if config.pairs else len(names)
     sets: dict[str, Path] = {}
@@ -100,13 +101,13 @@ def _compare_checkpoints(params: Params, paths: ProjectPaths) -> dict[str, Path]
     return checkpoints
 
 
-def _fused_or_reused(dataset: Any, params: Params, checkpoint: Path, set_folder: Path, out_root: Path, name: str,
-                     baselines: bool) -> dict[str, Path]:
+def _fused_or_reused(dataset: Any, params: Params, checkpoint: Path, checkpoint_sha256: str, set_folder: Path,
+                     out_root: Path, name: str, baselines: bool) -> dict[str, Path]:
     """:func:`~uaafusion.steps.fuse_dataset` of one degraded set, unless an earlier run fused it with a
     checkpoint of the same bytes (and the same set, names and baselines): then its folders as they are."""
     from uaafusion.data.degraded_sets import MANIFEST_NAME
 
-    record = {"checkpoint_sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
+    record = {"checkpoint_sha256": checkpoint_sha256,
               "set": json.loads((set_folder / MANIFEST_NAME).read_text()), "names": sorted(dataset.names),
               "baselines": baselines}
     record_path = out_root / f"{name}.fused.json"
@@ -135,11 +136,14 @@ def degraded_benchmark_step(params: Params, paths: ProjectPaths) -> dict[str, An
 
     params = with_absolute_data_root(params, paths)
     config = params.evaluate.degraded
-    sets = _checked_sets(params, paths)
-    checkpoints = {OUR_METHOD: paths.model_checkpoint, **_compare_checkpoints(params, paths)}
-    device = resolve_device(params.device)
     clean = layout_folders(params.data.layout,
                            split_directory(params.data.layout, params.data.root, params.data.test_split))
+    sets = _checked_sets(params, paths, clean)
+    checkpoints = {OUR_METHOD: paths.model_checkpoint, **_compare_checkpoints(params, paths)}
+    device = resolve_device(params.device)
+    digests = {name: hashlib.sha256(checkpoint.read_bytes()).hexdigest() for name, checkpoint in checkpoints.items()}
+    segmenters = {name: load_models(checkpoint, map_location=device).segmenter.to(device).eval()
+                  for name, checkpoint in checkpoints.items()}
     document: dict[str, Any] = {"severity": config.severity, "seed": config.seed,
                                 "root": str(degraded_root(params, paths)), "sets": {}}
     for kind, folder in sets.items():
@@ -149,14 +153,13 @@ def degraded_benchmark_step(params: Params, paths: ProjectPaths) -> dict[str, An
         out_root = paths.fused / "degraded" / kind
         results: dict[str, dict[str, Any]] = {}
         for name, checkpoint in checkpoints.items():
-            fused = _fused_or_reused(dataset, params, checkpoint, folder, out_root, name,
+            fused = _fused_or_reused(dataset, params, checkpoint, digests[name], folder, out_root, name,
                                      baselines=name == OUR_METHOD and config.baselines)
-            segmenter = load_models(checkpoint, map_location=device).segmenter.to(device).eval()
             for method, fused_dir in fused.items():
                 LOGGER.info("scoring %s on %s", method, kind)
                 results[method] = evaluate_folders(
                     inputs.ir, inputs.vi, fused_dir, labels_dir=inputs.label, boxes_dir=inputs.boxes,
-                    segmenter=segmenter, num_classes=params.data.num_classes,
+                    segmenter=segmenters[name], num_classes=params.data.num_classes,
                     class_names=list(params.data.class_names), ignore_index=params.data.ignore_index,
                     device=str(device), progress=False, reference_ir_dir=clean.ir, reference_vi_dir=clean.vi)
         (out_root / "evaluation.json").write_text(json.dumps(results, indent=1))

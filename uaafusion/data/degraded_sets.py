@@ -42,14 +42,15 @@ def degrade_folders(ir_dir: str | Path, vi_dir: str | Path, out_dir: str | Path,
 
     ``kinds`` are applied in order (each to the image of its source); ``depth_dir`` holds optional
     depth maps ``NAME.*`` for ``haze`` (gray, brighter = farther); ``names``: only these pairs (all when
-    None). ``out_dir`` must not exist (or be empty) unless ``overwrite``. Returns the manifest written to ``out_dir/degradation.json``.
-    Raises :class:`ConfigError` (kinds, severity, output folder) or :class:`DataError` (inputs).
+    None). ``out_dir`` must not exist (or be empty) unless ``overwrite``. Returns the manifest written
+    to ``out_dir/degradation.json``. Raises :class:`ConfigError` (kinds, severity, output folder) or :class:`DataError` (inputs).
     """
     kinds = check_kinds(kinds, "--kind")
     severity = check_severity(severity, "--severity")
     pairs = find_pairs(ir_dir, vi_dir)
     if names is not None:
-        pairs = [pair for pair in pairs if pair.name in set(names)]
+        chosen = set(names)
+        pairs = [pair for pair in pairs if pair.name in chosen]
     depths = index_images(depth_dir, "depth") if depth_dir is not None else {}
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite and (not out_dir.is_dir() or any(out_dir.iterdir())):
@@ -117,9 +118,10 @@ def _degraded_set(ir_dir: Path, vi_dir: Path, target: Path, kind: str, severity:
                   labels: list[Path], classes: Path | None, names: list[str] | None) -> str:
     """One set of :func:`build_degraded_benchmark` (a function of its own: it runs in a worker process)."""
     degrade_folders(ir_dir, vi_dir, target, (kind,), severity, seed, overwrite=True, names=names)
+    chosen = set(names) if names is not None else None
     for folder in labels:
-        shutil.copytree(folder, target / folder.name, ignore=None if names is None else (
-            lambda _folder, files: [file for file in files if Path(file).stem not in names]))
+        shutil.copytree(folder, target / folder.name, ignore=None if chosen is None else (
+            lambda _folder, files: [file for file in files if Path(file).stem not in chosen]))
     if classes is not None:
         shutil.copyfile(classes, target / CLASSES_FILE_NAME)
     return str(target)
@@ -138,9 +140,9 @@ def build_degraded_benchmark(layout: str, split_dir: Path, out_root: Path, kinds
                              seed: int, workers: int | None = None, pairs: int = 0) -> dict[str, Any]:
     """One degraded copy of the test split ``split_dir`` per kind: ``out_root/KIND/{ir,vi}`` degraded,
     the label folders (``boxes/``, ``Label/``, ...) and ``classes.txt`` copied, so that each is a
-    dataset of ``layout``. ``pairs > 0``: only that many pairs, spread evenly over the split in name order
-    (:func:`spread_names`; labels copied for those only). Rebuilds every set (they are deterministic), the kinds shared among
-    ``workers`` processes (default: one per usable CPU core). Returns ``{"root", "sets": {kind:
+    dataset of ``layout``. ``pairs > 0``: only that many pairs, spread evenly over the split in name
+    order (:func:`spread_names`; labels copied for those only). Rebuilds every set (they are
+    deterministic), the kinds shared among ``workers`` processes (default: one per usable CPU core). Returns ``{"root", "sets": {kind:
     folder}, "severity", "seed", "source"}`` and writes it to ``out_root/degradation.json``."""
     if layout not in BENCHMARK_LAYOUTS:
         raise ConfigError(f"data.layout = {layout!r}: degraded test sets are made for the layouts "
