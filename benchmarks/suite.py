@@ -11,8 +11,9 @@ Sections (``--only``, comma-separated; default all but ``pipeline``):
 - ``training``: one fusion-stage step with and without the attribution cache, one
   segmentation-stage step, with the params' batch and with the batch of the attribution headline
   case (``training/headline/...``, every class present) (:mod:`benchmarks.training`);
-- ``inference``: ``fuse_luma`` per image at 640x480 and 1280x1024, ms/image and peak memory
-  (:mod:`benchmarks.inference`);
+- ``inference``: ``Fuser.fuse`` per pair in the exact and fast modes at 640x480 and 1280x1024
+  (seconds and peak resident memory, one process per case), a profile of one 640x480 pair, and
+  ``Fuser.fuse_folder`` over the 60 MSRS test pairs (:mod:`benchmarks.inference`);
 - ``metrics``: the nine fusion metrics over 60 images of 640x480 (:mod:`benchmarks.metrics`);
 - ``degrade``: every degradation kind applied to the 60 MSRS test pairs, files in and out
   (:mod:`benchmarks.degrade`);
@@ -204,10 +205,12 @@ def run_suite(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
                               "headline_case": headline.key}
             elif name == "inference":
                 sizes = inference.QUICK_SIZES if args.quick else inference.DEFAULT_SIZES
-                found = inference.benchmark_inference(params, device, sizes, repeats, warmup, checkpoint, params.seed)
+                found = inference.benchmark_inference(params, device, sizes, repeats, warmup, checkpoint, params.seed,
+                                                      args.root, folder=not args.quick, threads=args.threads)
                 found_ratios = {}
-                info[name] = {**common, "sizes": [list(size) for size in sizes],
-                              "models": str(checkpoint) if checkpoint else f"untrained ({params_source})"}
+                info[name] = {**common, "sizes": [list(size) for size in sizes], "modes": list(inference.MODES),
+                              "models": str(checkpoint) if checkpoint else f"untrained ({params_source})",
+                              "process": "one fresh process per case (peak memory of that process)"}
             elif name == "metrics":
                 setting = QUICK_METRICS if args.quick else FULL_METRICS
                 log(f"metrics: {setting['count']} images of {setting['width']}x{setting['height']}")
@@ -290,6 +293,7 @@ def targets(document: dict[str, Any]) -> dict[str, Any]:
     from benchmarks.attribution import HEADLINE_CASE
     from benchmarks.degrade import FULL_SET as DEGRADE_SET
     from benchmarks.degrade import TARGET_S as DEGRADE_TARGET_S
+    from benchmarks.inference import inference_targets
     from benchmarks.metrics import TARGET_S
     from benchmarks.training import CACHE_SPEEDUP_TARGET, HEADLINE_PREFIX, PARAMS_PREFIX, SETTINGS
 
@@ -309,6 +313,7 @@ def targets(document: dict[str, Any]) -> dict[str, Any]:
     if key in document.get("cases", {}):
         value = document["cases"][key]["median_s"]
         found[key] = {"target": f"< {TARGET_S:g} s", "value": value, "met": value < TARGET_S}
+    found.update(inference_targets(document.get("cases", {})))
     key = f"degrade/{DEGRADE_SET['count']}-pairs-all-kinds"
     if key in document.get("cases", {}):
         value = document["cases"][key]["median_s"]
@@ -333,7 +338,8 @@ def format_summary(document: dict[str, Any]) -> str:
     ]
     for key, case in document.get("cases", {}).items():
         extra = (f"  x{case['speedup']:.2f} vs loop" if "speedup" in case
-                 else f"  {case['peak_memory_mib']:.0f} MiB peak" if "ms_per_image" in case
+                 else f"  {case['peak_rss_gib']:.2f} GiB peak RSS" if "peak_rss_gib" in case
+                 else f"  {case['peak_memory_mib']:.0f} MiB peak" if "peak_memory_mib" in case
                  else f"  {case['images_per_s']:.2f} img/s" if "images_per_s" in case else "")
         lines.append(f"  {key:<52} {seconds(case['median_s'])} {seconds(case['min_s'])} {seconds(case['max_s'])}  "
                      f"{case.get('repeats')}{extra}")

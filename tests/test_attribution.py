@@ -7,6 +7,7 @@ import torch
 
 from tests.models.segmenters_for_tests import TinySegmenter, random_images, stripe_mask
 from uaafusion.attribution import (
+    DEFAULT_INTERNAL_BATCH_SIZE,
     WeightCache,
     inputs_per_pass,
     labels_to_one_hot,
@@ -107,6 +108,25 @@ def test_engines_agree_on_a_real_segmenter():
     for engine in ("reverse", "forward"):
         relative = (results[engine] - results["captum"]).abs().max() / results["captum"].abs().max()
         assert relative <= 1e-4, engine
+
+
+@pytest.mark.parametrize("engine", ["reverse", "forward", "captum"])
+def test_library_defaults_bound_the_segmenter_inputs_per_pass(engine):
+    """Called without ``internal_batch_size`` (as a library user would), no pass takes more than
+    ``DEFAULT_INTERNAL_BATCH_SIZE`` inputs at 256x256 (an unbounded batch is slower and its memory grows
+    with images x steps x classes), and fewer at larger sizes."""
+    segmenter = TinySegmenter(num_classes=3)
+    batch_sizes: list[int] = []
+    segmenter.register_forward_pre_hook(lambda module, args: batch_sizes.append(args[0].shape[0]))
+    images = random_images(8, 256, 256)
+    mask = _mixed_mask(8, 3, 256, 256)
+    region_attribution(segmenter, images, mask, steps=5, engine=engine)
+    assert max(batch_sizes) <= DEFAULT_INTERNAL_BATCH_SIZE == 32
+    assert sum(batch_sizes) >= 8 * 5  # every point was evaluated
+    batch_sizes.clear()
+    modality_weights(segmenter, random_images(1, 480, 640), random_images(1, 480, 640),
+                     stripe_mask(1, 3, 480, 640), steps=4, engine=engine)
+    assert max(batch_sizes) <= inputs_per_pass(DEFAULT_INTERNAL_BATCH_SIZE, 480, 640) == 6
 
 
 def test_memory_knob_shrinks_passes_for_large_images():

@@ -83,10 +83,17 @@ def test_quick_training_inference_and_metrics_cases(quick_document: dict) -> Non
     headline = cases["training/headline/fusion_step_cached"]
     assert headline["classes_present"] == headline["num_classes"] == 4  # stripes: every class in every image
     for width, height in ((64, 48), (96, 80)):
-        case = cases[f"inference/{width}x{height}"]
-        assert case["output_shape"] == [1, 1, height, width] and case["ms_per_image"] == pytest.approx(
-            1000 * case["median_s"])
-        assert case["peak_memory_bytes"] > 0 and 1 <= case["classes_present"] <= case["num_classes"]
+        for mode in ("exact", "fast"):
+            case = cases[f"inference/{mode}/{width}x{height}"]
+            assert case["mode"] == mode and case["output_shape"][:2] == [height, width]
+            assert case["ms_per_image"] == pytest.approx(1000 * case["median_s"]) and case["first_call_s"] > 0
+            assert case["peak_rss_gib"] > 0.1 and 1 <= case["classes_present"] <= case["num_classes"]
+    profile = {key.rsplit("/", 1)[1]: case for key, case in cases.items() if key.startswith("inference/profile/")}
+    assert {"class_mask", "attribution_weights", "segmenter_gradient_one_stage", "proximal_networks_all_stages",
+            "whole_pair_exact", "whole_pair_fast"} <= set(profile)
+    assert profile["whole_pair_exact"]["share_of_exact_pair"] == 1.0
+    assert profile["segmenter_gradient_one_stage"]["calls_per_pair"] == {"exact": 2, "fast": 1}
+    assert not any(key.startswith("inference/fuse_folder") for key in cases)  # not with --quick
     assert cases["metrics/3x64x48"]["count"] == 3 and cases["metrics/3x64x48"]["seconds_per_image"] > 0
     degrade = cases["degrade/3-pairs-all-kinds"]
     assert degrade["pairs"] == 3 and degrade["kinds"] == list(DEGRADATIONS) and degrade["source"].startswith("synthetic")

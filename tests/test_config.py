@@ -70,7 +70,7 @@ def test_unknown_key_names_dotted_key_and_allowed_keys(tmp_path):
 
 
 def test_unknown_nested_and_top_level_keys(tmp_path):
-    with pytest.raises(ConfigError, match=r"model\.fusion\.depth.*allowed keys in model\.fusion: features, inference_mask, name, stages"):
+    with pytest.raises(ConfigError, match=r"model\.fusion\.depth.*allowed keys in model\.fusion: features, inference_mask, inference_mode, name, stages"):
         load_params(write_params(tmp_path, {"model": {"fusion": {"depth": 2}}}))
     with pytest.raises(ConfigError, match=r"unknown key\(s\) trian; allowed keys: attribution"):
         load_params(write_params(tmp_path, {"trian": {}}))

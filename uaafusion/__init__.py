@@ -12,3 +12,15 @@ def fuse(*args: Any, **kwargs: Any) -> Any:
     from uaafusion.inference import fuse as _fuse
 
     return _fuse(*args, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    """``uaafusion.Fuser`` (:class:`uaafusion.fuser.Fuser`), imported on first use (torch is heavy)."""
+    if name == "Fuser":
+        from uaafusion.fuser import Fuser
+
+        return Fuser
+    raise AttributeError(f"module 'uaafusion' has no attribute {name!r}")
+
+
+__all__ = ["Fuser", "__version__", "fuse"]

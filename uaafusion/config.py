@@ -84,6 +84,7 @@ class FusionModelConfig:
     stages: int = 3
     features: int = 16
     inference_mask: Literal["average", "infrared"] = "average"
+    inference_mode: Literal["fast", "exact"] = "fast"
 
     def check(self, prefix: str) -> None:
         _require(self.stages >= 1, f"{prefix}.stages", "an integer >= 1", self.stages)
@@ -128,6 +129,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     amp: bool = False
     retries: int = 1
+    init_from: str | None = None
 
     def check(self, prefix: str) -> None:
         for name in ("rounds", "pretrain_epochs", "fusion_epochs", "segmentation_epochs", "joint_epochs", "retries"):

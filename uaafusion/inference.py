@@ -6,7 +6,7 @@ inputs are colour, the two CrCb are blended per pixel, each weighted by its dist
 - :func:`fuse` (``uaafusion.fuse``): arrays/tensors in, the fused ``uint8`` picture out;
 - :func:`fuse_pair`: the same, keeping the weight maps, the last attention map and the classes;
 - :func:`fuse_luma`, :func:`blend_chroma`, :func:`compose_colour`: the pieces (the pipeline uses them);
-- :func:`load_models_for_inference`, :func:`download_run_checkpoint`,
+- :func:`load_models_for_inference`, :func:`checkpoint_file`, :func:`download_run_checkpoint`,
   :func:`download_registered_checkpoint`: where the models come from (a file, an MLflow run, the registry).
 """
 
@@ -22,17 +22,39 @@ from uaafusion.data.io import split_luma_chroma, tensor_to_array, ycrcb_to_rgb
 from uaafusion.errors import DataError
 
 
-def fuse_luma(fusion: torch.nn.Module, segmenter: torch.nn.Module, ir: torch.Tensor, vi: torch.Tensor):
+# Segmenter inputs per attribution pass at 256x256 when fusing (the model's own knob is for
+# training): 1 input per pass from 512x512 up. Peak memory at 640x480 falls from 4.4 to 1.4 GiB
+# at the same speed (reports/benchmarks.md, inference profile).
+INFERENCE_INTERNAL_BATCH_SIZE = 4
+
+
+def fuse_luma(
+    fusion: torch.nn.Module,
+    segmenter: torch.nn.Module,
+    ir: torch.Tensor,
+    vi: torch.Tensor,
+    tile_size: int | None = None,
+    overlap: int | None = None,
+):
     """Run the fusion network in eval mode without parameter gradients.
 
     ir, vi: ``(B, 1, H, W)`` in [0, 1] -> the model's ``FusionOutput`` (``fused (B, 1, H, W)``).
-    The attribution inside the model still uses autograd on its inputs.
+    The attribution inside the model still uses autograd on its inputs. Images of more than
+    ``tile_size^2`` pixels are fused tile by tile (:func:`uaafusion.tiling.fuse_tiled`, a
+    ``TiledOutput`` with the same ``fused``, ``weight_ir``, ``weight_vi`` and ``attention``).
     """
+    from uaafusion.tiling import fuse_tiled, needs_tiling
+
     fusion_was_training, segmenter_was_training = fusion.training, segmenter.training
     fusion.eval()
     segmenter.eval()
     try:
-        output = fusion(ir, vi, segmenter)
+        if needs_tiling(*ir.shape[-2:], tile_size):
+            assert tile_size is not None
+            output = fuse_tiled(fusion, segmenter, ir, vi, tile_size, overlap)
+        else:
+            with torch.no_grad():  # no graph over the fusion layers; attribution and attention enable their own
+                output = fusion(ir, vi, segmenter)
     finally:
         fusion.train(fusion_was_training)
         segmenter.train(segmenter_was_training)
@@ -98,21 +120,24 @@ def fuse_pair(
     segmenter: torch.nn.Module,
     device: torch.device | str | None = None,
     segment: bool = False,
+    tile_size: int | None = None,
+    overlap: int | None = None,
 ) -> FusedPair:
     """Fuse one pair and keep the weights, the last attention map and (``segment``) the classes.
 
     Inputs as for :func:`fuse`. Colour (docs/method.md §5): the luma is fused; the chroma is the
     visible image's, blended with the infrared one's where both are colour. The models must
-    already be on ``device`` (default: the fusion model's device).
+    already be on ``device`` (default: the fusion model's device). ``tile_size``/``overlap``: see
+    :func:`fuse_luma`.
     """
     ir_luma, ir_chroma = _luma_and_chroma(ir)
     vi_luma, vi_chroma = _luma_and_chroma(vi)
     if ir_luma.shape[-2:] != vi_luma.shape[-2:]:
         raise ValueError(f"infrared {tuple(ir_luma.shape[-2:])} and visible {tuple(vi_luma.shape[-2:])} sizes differ")
     target = torch.device(device) if device is not None else next(model.parameters()).device
-    output = fuse_luma(model, segmenter, ir_luma[None].to(target), vi_luma[None].to(target))
+    output = fuse_luma(model, segmenter, ir_luma[None].to(target), vi_luma[None].to(target), tile_size, overlap)
     fused = output.fused.detach()
-    classes = predict_classes(segmenter, fused)[0].cpu() if segment else None
+    classes = _predicted_classes(segmenter, fused, tile_size)[0].cpu() if segment else None
     fused_luma = fused[0].cpu()
     attention = output.attention[-1][0].detach().cpu() if output.attention else None
     return FusedPair(
@@ -123,6 +148,18 @@ def fuse_pair(
         attention=attention,
         segmentation=classes,
     )
+
+
+def _predicted_classes(segmenter: torch.nn.Module, luma: torch.Tensor, tile_size: int | None) -> torch.Tensor:
+    """:func:`predict_classes`, row band by row band for images larger than a tile (bounded memory)."""
+    from uaafusion.tiling import needs_tiling
+
+    if not needs_tiling(*luma.shape[-2:], tile_size):
+        return predict_classes(segmenter, luma)
+    assert tile_size is not None
+    band = max(32, (tile_size * tile_size // luma.shape[-1]) // 32 * 32)
+    return torch.cat([predict_classes(segmenter, luma[..., top:top + band, :])
+                      for top in range(0, luma.shape[-2], band)], dim=-2)
 
 
 def fuse(
@@ -145,11 +182,17 @@ def fuse(
 CHECKPOINT_ARTIFACT = "model/uaafusion.pt"
 
 
-def load_models_for_inference(checkpoint: str | Path, device: torch.device | str = "cpu"):
+def load_models_for_inference(
+    checkpoint: str | Path,
+    device: torch.device | str = "cpu",
+    internal_batch_size: int | None = INFERENCE_INTERNAL_BATCH_SIZE,
+):
     """Load a checkpoint (``models/uaafusion.pt``) onto ``device``, both networks in eval mode.
 
-    Returns the checkpoint's ``LoadedModels`` (``.fusion``, ``.segmenter``, ``.spec``).
-    Raises :class:`DataError` naming the file when it does not exist.
+    Returns the checkpoint's ``LoadedModels`` (``.fusion``, ``.segmenter``, ``.spec``). The fusion
+    model's attribution runs ``internal_batch_size`` segmenter inputs per pass at 256x256 (fewer for
+    larger images; None keeps the checkpoint's). Raises :class:`DataError` naming the file when it
+    does not exist.
     """
     from uaafusion.models.checkpoint import load_models
 
@@ -163,7 +206,32 @@ def load_models_for_inference(checkpoint: str | Path, device: torch.device | str
     loaded = load_models(checkpoint, map_location=device)
     loaded.fusion.to(device).eval()
     loaded.segmenter.to(device).eval()
+    if internal_batch_size is not None and hasattr(loaded.fusion, "internal_batch_size"):
+        loaded.fusion.internal_batch_size = internal_batch_size
     return loaded
+
+
+def checkpoint_file(source: str | Path, tracking_uri: str | None, download_dir: Path) -> Path:
+    """The local ``.pt`` file of ``source``: a path (returned as it is), ``runs:/RUN_ID`` (the run's
+    ``model/uaafusion.pt``, downloaded into ``download_dir``) or a registered ``models:/`` URI.
+
+    ``tracking_uri``: the MLflow store (default: ``MLFLOW_TRACKING_URI``, else ``./mlflow.db``).
+    """
+    from uaafusion.errors import ConfigError
+    from uaafusion.tracking import check_reachable
+    from uaafusion.tracking import tracking_uri as default_tracking_uri
+
+    text = str(source)
+    if not text.startswith(("runs:/", "models:/")):
+        return Path(source)
+    store = tracking_uri or default_tracking_uri(Path("."))
+    check_reachable(store)
+    if text.startswith("runs:/"):
+        run_id = text[len("runs:/"):].strip("/").split("/")[0]
+        if not run_id:
+            raise ConfigError(f"{text!r}: expected runs:/RUN_ID (the run id from `mlflow ui`).")
+        return download_run_checkpoint(run_id, store, download_dir)
+    return download_registered_checkpoint(text, store, download_dir)
 
 
 def download_run_checkpoint(run_id: str, tracking_uri: str, destination: str | Path) -> Path:

@@ -117,12 +117,11 @@ def fuse_dataset(dataset: Any, params: Params, checkpoint: Path, out_root: Path,
     from uaafusion.data.datasets import sample_chroma
     from uaafusion.data.io import tensor_to_array, write_png
     from uaafusion.device import resolve_device
-    from uaafusion.inference import compose_colour, fuse_luma
-    from uaafusion.models.checkpoint import load_models
+    from uaafusion.inference import compose_colour, fuse_luma, load_models_for_inference
 
     device = resolve_device(params.device)
-    loaded = load_models(checkpoint, map_location=device)
-    fusion, segmenter = loaded.fusion.to(device), loaded.segmenter.to(device)
+    loaded = load_models_for_inference(checkpoint, device)
+    fusion, segmenter = loaded.fusion, loaded.segmenter
     folders = {method: out_root / method for method in (name, *(BASELINE_METHODS if baselines else ()))}
     for index in tqdm(range(len(dataset)), desc=description, disable=None):
         sample = dataset[index]

@@ -179,6 +179,96 @@ def test_without_labels_the_mask_comes_from_the_chosen_image(inference_mask):
     assert model.spec["inference_mask"] == inference_mask
 
 
+def _count_gradient_calls(monkeypatch) -> list[int]:
+    calls: list[int] = []
+    original = unfolding.segmentation_score_gradient
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(unfolding, "segmentation_score_gradient", counting)
+    return calls
+
+
+@pytest.mark.parametrize(("mode", "training", "expected_calls"),
+                         [("fast", False, 1), ("exact", False, 3), ("fast", True, 3), ("exact", True, 3)])
+def test_fast_mode_reuses_the_first_gradient_only_in_eval(monkeypatch, mode, training, expected_calls):
+    """Fast inference computes one segmenter gradient for all stages; training is always exact."""
+    model = create_fusion_model("uaafusion", stages=3, features=8, inference_mode=mode).train(training)
+    segmenter = TinySegmenter(num_classes=3)
+    ir, vi = random_images(1, 16, 16, 1), random_images(1, 16, 16, 2)
+    mask = stripe_mask(1, 3, 16, 16)
+    weights = modality_weights(segmenter, ir, vi, mask, steps=2)
+    calls = _count_gradient_calls(monkeypatch)
+    model(ir, vi, segmenter, mask=mask, weights=weights)
+    assert len(calls) == expected_calls
+    assert model.spec["inference_mode"] == mode
+
+
+def test_fast_mode_changes_only_the_later_stages_attention():
+    exact = create_fusion_model("uaafusion", stages=2, features=8, inference_mode="exact").eval()
+    fast = create_fusion_model("uaafusion", stages=2, features=8, inference_mode="fast").eval()
+    fast.load_state_dict(exact.state_dict())
+    segmenter = TinySegmenter(num_classes=3)
+    ir, vi = random_images(1, 24, 24, 1), random_images(1, 24, 24, 2)
+    mask = stripe_mask(1, 3, 24, 24)
+    weights = modality_weights(segmenter, ir, vi, mask, steps=2)
+    with torch.no_grad():
+        exact_output = exact(ir, vi, segmenter, mask=mask, weights=weights)
+        fast_output = fast(ir, vi, segmenter, mask=mask, weights=weights)
+    torch.testing.assert_close(fast_output.attention[0], exact_output.attention[0])
+    torch.testing.assert_close(fast_output.estimates[0], exact_output.estimates[0])
+    assert not torch.equal(fast_output.attention[1], exact_output.attention[1])
+
+
+def test_inference_in_bands_gives_the_whole_image_numbers(monkeypatch):
+    """Without autograd the proximal networks run band by band (bounded memory) with the same result."""
+    torch.manual_seed(0)
+    model = create_fusion_model("uaafusion", stages=3, features=8).eval()
+    for output_conv in model.output_convs:  # trained-like corrections, so that every layer matters
+        torch.nn.init.normal_(output_conv[-1].weight, std=0.1)
+    segmenter = TinySegmenter(num_classes=3)
+    ir, vi = random_images(1, 61, 40, 1), random_images(1, 61, 40, 2)
+    mask = stripe_mask(1, 3, 61, 40)
+    weights = modality_weights(segmenter, ir, vi, mask, steps=2)
+    with torch.no_grad():
+        whole = model(ir, vi, segmenter, mask=mask, weights=weights)
+    calls: list[int] = []
+    original = UnfoldingFusionNet._proximal
+
+    def counting(self, *args):
+        calls.append(args[1].shape[-2])
+        return original(self, *args)
+
+    monkeypatch.setattr(unfolding, "INFERENCE_BAND_PIXELS", 16 * 40)
+    monkeypatch.setattr(UnfoldingFusionNet, "_proximal", counting)
+    with torch.no_grad():
+        banded = model(ir, vi, segmenter, mask=mask, weights=weights)
+    assert len(calls) == 3 * 4 and max(calls) <= 16 + 2 * unfolding._HALO  # 4 bands per stage
+    for whole_estimate, banded_estimate in zip(whole.estimates, banded.estimates):
+        torch.testing.assert_close(banded_estimate, whole_estimate, rtol=1e-5, atol=1e-6)
+
+
+def test_attribution_weights_cap_the_attribution_image(monkeypatch):
+    model = create_fusion_model("uaafusion", stages=1, features=8, attribution_steps=2)
+    segmenter = TinySegmenter(num_classes=3)
+    ir, vi = random_images(1, 64, 64, 1), random_images(1, 64, 64, 2)
+    mask = stripe_mask(1, 3, 64, 64)
+    scales: list[float] = []
+    original = unfolding.modality_weights
+
+    def recording(*args, **kwargs):
+        scales.append(kwargs["scale"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(unfolding, "modality_weights", recording)
+    weight_ir, _ = model.attribution_weights(segmenter, ir, vi, mask, max_pixels=32 * 32)
+    model.attribution_weights(segmenter, ir, vi, mask)
+    assert scales == [pytest.approx(0.5), 1.0]
+    assert weight_ir.shape == (1, 1, 64, 64)
+
+
 def test_registry_and_argument_errors():
     assert "uaafusion" in available_fusion_models()
     model = create_fusion_model("uaafusion", stages=3, features=16)
@@ -193,6 +283,8 @@ def test_registry_and_argument_errors():
         create_fusion_model("uaafusion", stages=0)
     with pytest.raises(ConfigError, match="model.fusion.inference_mask.*average, infrared"):
         create_fusion_model("uaafusion", inference_mask="visible")
+    with pytest.raises(ConfigError, match="model.fusion.inference_mode.*fast, exact"):
+        create_fusion_model("uaafusion", inference_mode="fastest")
 
     @register_fusion_model("average-for-test")
     class AverageFusion(torch.nn.Module):

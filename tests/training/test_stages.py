@@ -82,6 +82,7 @@ def test_segmentation_stage_trains_on_the_images_the_fusion_stage_fused(tiny_dat
     """The segmentation stage's fused images: the frozen fusion network with each image's label mask
     and this round's cached weights (the fusion stage's inputs), one per full training image."""
     from uaafusion.attribution import labels_to_one_hot
+    from uaafusion.models import exact_inference
     from uaafusion.training.round_stores import fused_image_store, round_weights
     from uaafusion.training.stages import fusion_stage, open_training, pretrain_segmenter
 
@@ -98,9 +99,11 @@ def test_segmentation_stage_trains_on_the_images_the_fusion_stage_fused(tiny_dat
     ir, vi = sample["ir"][None], sample["vi"][None]
     mask = labels_to_one_hot(sample["label"][None], params.data.num_classes, params.data.ignore_index)
     weight_ir = weights[sample["name"]][None]
-    with torch.no_grad():
+    context.fusion.eval()
+    with torch.no_grad(), exact_inference(context.fusion):  # training computes exactly, whatever the inference mode
         expected = context.fusion(ir, vi, context.segmenter, mask=mask, weights=(weight_ir, 1 - weight_ir)).fused[0]
     assert torch.allclose(store[sample["name"]], expected, atol=1e-6)
+    assert context.fusion.inference_mode == "fast"  # restored after the store was made
 
 
 @pytest.mark.parametrize("inference_mask", ["average", "infrared"])

@@ -30,6 +30,7 @@ def pathway_attention(
     mask: torch.Tensor,
     running_mean: torch.Tensor | None = None,
     stage: int = 1,
+    gradient: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Running mean over stages of ``g_j * (F_j - F_{j-1})`` (path-integrated gradients of the unfolding).
 
@@ -37,8 +38,12 @@ def pathway_attention(
     ``running_mean``: the value returned at stage ``j-1`` (None at the first stage); ``stage``: ``j``
     (1-based). Returns ``(B, 1, H, W)``. ``g_j`` is a constant (:func:`segmentation_score_gradient`);
     the step ``F_j - F_{j-1}`` keeps its graph, so the attention is differentiable in the estimates.
+    ``gradient``: a ``g`` ``(B, 1, H, W)`` to use instead of computing ``g_j`` (the fast inference
+    mode reuses the first stage's; docs/inference.md).
     """
-    contribution = segmentation_score_gradient(segmenter, estimate, mask) * (estimate - previous_estimate)
+    if gradient is None:
+        gradient = segmentation_score_gradient(segmenter, estimate, mask)
+    contribution = gradient * (estimate - previous_estimate)
     if running_mean is None or stage <= 1:
         return contribution
     return running_mean + (contribution - running_mean) / float(stage)

@@ -16,6 +16,7 @@ from torch import nn
 from uaafusion.attribution.integrated import (
     DEFAULT_ENGINE,
     DEFAULT_EPS,
+    DEFAULT_INTERNAL_BATCH_SIZE,
     check_method,
     modality_weights,
 )
@@ -74,7 +75,7 @@ class WeightCache:
         self,
         steps: int = 5,
         method: str = "riemann_right",
-        internal_batch_size: int | None = None,
+        internal_batch_size: int | None = DEFAULT_INTERNAL_BATCH_SIZE,
         eps: float = DEFAULT_EPS,
         storage_device: str | torch.device = "cpu",
         engine: str = DEFAULT_ENGINE,

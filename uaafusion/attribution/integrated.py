@@ -34,6 +34,10 @@ ATTRIBUTION_METHODS: tuple[str, ...] = (
     "riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre",
 )
 DEFAULT_EPS = 1e-8
+# Segmenter inputs per pass at 256x256 (fewer for larger images, :func:`inputs_per_pass`). The
+# default is bounded: an unbounded batch (None) is slower than a per-class loop on 2 CPU cores
+# and its memory grows with steps x classes x images (reports/benchmarks.md).
+DEFAULT_INTERNAL_BATCH_SIZE = 32
 
 # How the integral is evaluated; all give the same numbers (tested against each other and a
 # plain autograd loop). "reverse": one forward pass per integration point, kept for one
@@ -162,7 +166,7 @@ def region_attribution(
     mask: torch.Tensor,
     steps: int,
     method: str = "riemann_right",
-    internal_batch_size: int | None = None,
+    internal_batch_size: int | None = DEFAULT_INTERNAL_BATCH_SIZE,
     engine: str = DEFAULT_ENGINE,
 ) -> torch.Tensor:
     """Region scores ``a_c(X)`` per image and class: ``(B, C)``, 0 for classes absent from an image.
@@ -375,7 +379,7 @@ def modality_weights(
     mask: torch.Tensor,
     steps: int,
     method: str = "riemann_right",
-    internal_batch_size: int | None = None,
+    internal_batch_size: int | None = DEFAULT_INTERNAL_BATCH_SIZE,
     eps: float = DEFAULT_EPS,
     engine: str = DEFAULT_ENGINE,
     scale: float = 1.0,

@@ -146,7 +146,10 @@ def ycrcb_to_rgb(ycrcb: torch.Tensor) -> torch.Tensor:
 
 def array_to_tensor(array: np.ndarray) -> torch.Tensor:
     """``uint8 (H, W)`` -> ``(1, H, W)``; ``uint8 (H, W, 3)`` -> ``(3, H, W)``; float in ``[0, 1]``."""
-    tensor = torch.from_numpy(np.ascontiguousarray(array)).float().div_(255.0)
+    array = np.ascontiguousarray(array)
+    if not array.flags.writeable:  # e.g. np.asarray(PIL image): torch warns on read-only memory
+        array = array.copy()
+    tensor = torch.from_numpy(array).float().div_(255.0)
     if tensor.ndim == 2:
         return tensor.unsqueeze(0)
     return tensor.permute(2, 0, 1).contiguous()

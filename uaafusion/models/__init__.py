@@ -17,7 +17,7 @@ from uaafusion.models.segmentation import (
     available_encoders,
     create_segmenter,
 )
-from uaafusion.models.unfolding import FusionOutput, UnfoldingFusionNet, count_parameters
+from uaafusion.models.unfolding import FusionOutput, UnfoldingFusionNet, count_parameters, exact_inference
 
 __all__ = [
     "ConvLSTMCell",
@@ -28,6 +28,7 @@ __all__ = [
     "available_encoders",
     "available_fusion_models",
     "count_parameters",
+    "exact_inference",
     "create_fusion_model",
     "create_segmenter",
     "register_fusion_model",

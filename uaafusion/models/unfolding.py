@@ -24,7 +24,9 @@ the ``l = conv(h)`` convolution are shared (they are the recurrence). All convol
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -33,10 +35,12 @@ from torch import nn
 from uaafusion.attribution import (
     ATTRIBUTION_METHODS,
     DEFAULT_ENGINE,
+    DEFAULT_INTERNAL_BATCH_SIZE,
     frozen_segmenter,
     mask_from_logits,
     modality_weights,
     pathway_attention,
+    segmentation_score_gradient,
 )
 from uaafusion.errors import ConfigError, DataError
 from uaafusion.models.memory import ConvLSTMCell
@@ -69,6 +73,21 @@ _LOGIT_EPS = 1e-4
 # The image whose segmentation gives the class mask when no labels are given (inference).
 INFERENCE_MASKS: tuple[str, ...] = ("average", "infrared")
 
+# What an eval-mode forward computes (docs/inference.md). "exact": what training computes, one
+# segmenter gradient per stage for the attention; "fast": the first stage's gradient is reused by
+# the later stages (the estimates move little between stages: within 1% of exact on VIF, Qabf and
+# SSIM on the MSRS test pairs, reports/benchmarks.md). Training always computes exactly.
+INFERENCE_MODES: tuple[str, ...] = ("fast", "exact")
+
+# Without autograd (inference), each stage's proximal network runs over bands of about this many
+# pixels, with a halo of one row per 3x3 convolution on its path (:data:`_HALO`): the same numbers,
+# with the working memory of one band instead of the whole image (docs/inference.md).
+INFERENCE_BAND_PIXELS = 1 << 17
+_HALO = 7  # feature encoder 2, memory cell 1, long memory 1, short memory 1, output 2
+
+
+_Memory = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
 
 class UnfoldingFusionNet(nn.Module):
     """Attribution-guided deep unfolding fusion network with memory-augmented proximal stages.
@@ -84,12 +103,13 @@ class UnfoldingFusionNet(nn.Module):
         features: int = 16,
         attribution_steps: int = 5,
         attribution_method: str = "riemann_right",
-        internal_batch_size: int | None = None,
+        internal_batch_size: int | None = DEFAULT_INTERNAL_BATCH_SIZE,
         initial_step_size: float = 0.5,
         attention_eps: float = 1e-6,
         attribution_engine: str = DEFAULT_ENGINE,
         attribution_scale: float = 1.0,
         inference_mask: str = "average",
+        inference_mode: str = "fast",
     ) -> None:
         super().__init__()
         if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
@@ -104,6 +124,10 @@ class UnfoldingFusionNet(nn.Module):
             raise ConfigError(
                 f"model.fusion.inference_mask = {inference_mask!r} is not allowed; allowed: {', '.join(INFERENCE_MASKS)}."
             )
+        if inference_mode not in INFERENCE_MODES:
+            raise ConfigError(
+                f"model.fusion.inference_mode = {inference_mode!r} is not allowed; allowed: {', '.join(INFERENCE_MODES)}."
+            )
         if not 0.0 < initial_step_size < 1.0:
             raise ConfigError(f"initial_step_size = {initial_step_size!r}: expected a number in (0, 1).")
         self.stages = stages
@@ -115,12 +139,14 @@ class UnfoldingFusionNet(nn.Module):
         self.attribution_engine = attribution_engine
         self.attribution_scale = attribution_scale
         self.inference_mask = inference_mask
+        self.inference_mode = inference_mode
         self.spec: dict[str, object] = {
             "name": "uaafusion", "stages": stages, "features": features,
             "attribution_steps": attribution_steps, "attribution_method": attribution_method,
             "internal_batch_size": internal_batch_size, "initial_step_size": initial_step_size,
             "attention_eps": attention_eps, "attribution_engine": attribution_engine,
             "attribution_scale": attribution_scale, "inference_mask": inference_mask,
+            "inference_mode": inference_mode,
         }
         logit = math.log(initial_step_size / (1.0 - initial_step_size))
         self.step_size_logits = nn.Parameter(torch.full((stages,), logit))
@@ -164,6 +190,69 @@ class UnfoldingFusionNet(nn.Module):
         with torch.no_grad():
             return mask_from_logits(frozen_segmenter(segmenter)(source.detach()))
 
+    def _proximal(self, stage: int, moved: torch.Tensor, gate: torch.Tensor,
+                  memory: _Memory | None) -> tuple[torch.Tensor, _Memory]:
+        """One stage's learned proximal operator with memory: ``G_k`` ``(B, 1, H, W)``, the gate and the
+        previous ``(hidden, cell, long, short)`` (None at the first stage) -> ``F_k`` and the new memory."""
+        features = self.feature_encoders[stage](moved)
+        if memory is None:  # memories and state are still zero: skip their part of the gate convolution
+            hidden, cell = self.memory_cell.first_step(features)
+        else:
+            hidden, cell, long_memory, short_memory = memory
+            hidden, cell = self.memory_cell(torch.cat([features, long_memory, short_memory], dim=1), (hidden, cell))
+        long_memory = self.long_memory_conv(hidden)
+        short_memory = long_memory + self.short_memory_convs[stage](long_memory) * gate
+        # Proximal output as a correction of the gradient-step estimate (in logit space), so
+        # an untrained stage starts near the attribution-weighted estimate instead of gray.
+        estimate = torch.sigmoid(torch.logit(moved.clamp(_LOGIT_EPS, 1.0 - _LOGIT_EPS))
+                                 + self.output_convs[stage](short_memory))
+        return estimate, (hidden, cell, long_memory, short_memory)
+
+    def _proximal_in_bands(self, stage: int, moved: torch.Tensor, gate: torch.Tensor,
+                           memory: _Memory | None) -> tuple[torch.Tensor, _Memory]:
+        """:meth:`_proximal` band of rows by band of rows (inference only): each band is computed with
+        :data:`_HALO` extra rows on both sides, so its rows are exactly the whole image's."""
+        height, width = moved.shape[-2:]
+        band_rows = max(16, INFERENCE_BAND_PIXELS // width)
+        estimate = torch.empty_like(moved)
+        new_memory: _Memory | None = None
+        for top in range(0, height, band_rows):
+            bottom = min(height, top + band_rows)
+            low, high = max(0, top - _HALO), min(height, bottom + _HALO)
+            crop = slice(low, high)
+            band_memory = None if memory is None else tuple(part[..., crop, :] for part in memory)
+            band_estimate, band_new = self._proximal(stage, moved[..., crop, :], gate[..., crop, :], band_memory)
+            keep = slice(top - low, bottom - low)
+            if new_memory is None:
+                new_memory = tuple(part.new_empty((*part.shape[:-2], height, width)) for part in band_new)
+            estimate[..., top:bottom, :] = band_estimate[..., keep, :]
+            for whole, part in zip(new_memory, band_new):
+                whole[..., top:bottom, :] = part[..., keep, :]
+        assert new_memory is not None
+        return estimate, new_memory  # type: ignore[return-value]
+
+    def attribution_weights(
+        self,
+        segmenter: nn.Module,
+        ir: torch.Tensor,
+        vi: torch.Tensor,
+        mask: torch.Tensor,
+        max_pixels: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weights ``(w_ir, w_vi)`` ``(B, 1, H, W)`` that :meth:`forward` computes when none are given.
+
+        ``max_pixels`` caps the image the region scores are computed on (the attribution scale is
+        lowered until ``H * W * scale^2 <= max_pixels``): tiled inference of very large images
+        (:mod:`uaafusion.tiling`) uses it to keep the attribution's time and memory bounded.
+        """
+        scale = self.attribution_scale
+        if max_pixels is not None:
+            scale = min(scale, math.sqrt(max_pixels / float(ir.shape[-2] * ir.shape[-1])))
+        return modality_weights(
+            segmenter, ir, vi, mask, self.attribution_steps, self.attribution_method, self.internal_batch_size,
+            engine=self.attribution_engine, scale=scale,
+        )
+
     def forward(
         self,
         ir: torch.Tensor,
@@ -187,10 +276,7 @@ class UnfoldingFusionNet(nn.Module):
             raise DataError(f"mask must be (B, C, H, W) matching {tuple(ir.shape)}, got {tuple(mask.shape)}")
         mask = mask.to(ir.dtype)
         if weights is None:
-            weight_ir, weight_vi = modality_weights(
-                segmenter, ir, vi, mask, self.attribution_steps, self.attribution_method, self.internal_batch_size,
-                engine=self.attribution_engine, scale=self.attribution_scale,
-            )
+            weight_ir, weight_vi = self.attribution_weights(segmenter, ir, vi, mask)
         else:
             weight_ir, weight_vi = weights
             if weight_ir.shape != ir.shape or weight_vi.shape != ir.shape:
@@ -201,33 +287,49 @@ class UnfoldingFusionNet(nn.Module):
         target = weight_ir * ir + weight_vi * vi
 
         estimate = average
-        hidden = cell = long_memory = short_memory = None  # zero before the first stage
+        memory: _Memory | None = None  # (hidden, cell, long, short): zero before the first stage
         running_attention: torch.Tensor | None = None
+        shared_gradient: torch.Tensor | None = None
+        share_gradient = self.inference_mode == "fast" and not self.training
         step_sizes = self.step_sizes
         attention_gates: list[torch.Tensor] = []
         estimates: list[torch.Tensor] = []
         for stage in range(self.stages):
             moved = estimate - step_sizes[stage] * (estimate - target)
-            running_attention = pathway_attention(segmenter, moved, estimate, mask, running_attention, stage + 1)
+            gradient = shared_gradient
+            if gradient is None:
+                gradient = segmentation_score_gradient(segmenter, moved, mask)
+                shared_gradient = gradient if share_gradient else None
+            running_attention = pathway_attention(
+                segmenter, moved, estimate, mask, running_attention, stage + 1, gradient=gradient,
+            )
             gate = torch.sigmoid(self.attention_scales[stage] * self._normalise_attention(running_attention))
-            features = self.feature_encoders[stage](moved)
-            if stage == 0:  # memories and state are still zero: skip their part of the gate convolution
-                hidden, cell = self.memory_cell.first_step(features)
+            if torch.is_grad_enabled() or moved.shape[-2] * moved.shape[-1] <= INFERENCE_BAND_PIXELS:
+                estimate, memory = self._proximal(stage, moved, gate, memory)
             else:
-                hidden, cell = self.memory_cell(torch.cat([features, long_memory, short_memory], dim=1),
-                                                (hidden, cell))
-            long_memory = self.long_memory_conv(hidden)
-            short_memory = long_memory + self.short_memory_convs[stage](long_memory) * gate
-            # Proximal output as a correction of the gradient-step estimate (in logit space), so
-            # an untrained stage starts near the attribution-weighted estimate instead of gray.
-            estimate = torch.sigmoid(torch.logit(moved.clamp(_LOGIT_EPS, 1.0 - _LOGIT_EPS))
-                                     + self.output_convs[stage](short_memory))
+                estimate, memory = self._proximal_in_bands(stage, moved, gate, memory)
             attention_gates.append(gate)
             estimates.append(estimate)
         return FusionOutput(
             fused=estimate, weight_ir=weight_ir, weight_vi=weight_vi,
             attention=attention_gates, estimates=estimates, mask=mask,
         )
+
+
+@contextlib.contextmanager
+def exact_inference(model: nn.Module) -> Iterator[None]:
+    """Within the block, ``model`` computes in eval mode what training computes (``inference_mode="exact"``);
+    a model without inference modes is left as it is. Training uses it for the fused images the
+    segmenter learns from, so that ``model.fusion.inference_mode`` changes inference only."""
+    previous = getattr(model, "inference_mode", None)
+    if previous is None:
+        yield
+        return
+    model.inference_mode = "exact"
+    try:
+        yield
+    finally:
+        model.inference_mode = previous
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:

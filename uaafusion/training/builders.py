@@ -26,6 +26,7 @@ def model_spec(params: Params) -> dict[str, Any]:
             "stages": fusion.stages,
             "features": fusion.features,
             "inference_mask": fusion.inference_mask,
+            "inference_mode": fusion.inference_mode,
             "attribution_steps": params.attribution.steps,
             "attribution_method": params.attribution.method,
             "internal_batch_size": params.attribution.internal_batch_size,

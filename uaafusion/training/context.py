@@ -23,6 +23,7 @@ from uaafusion.config import Params
 from uaafusion.device import resolve_device
 from uaafusion.errors import TrainingError
 from uaafusion.training.builders import build_models, build_optimizer, build_scheduler
+from uaafusion.training.initialise import initialise_from
 from uaafusion.training.state import Progress, TrainingObjects, load_state, save_state
 
 LOGGER = logging.getLogger(__name__)
@@ -125,6 +126,8 @@ def open_training(params: Params, run_dir: Path, sink: MetricsSink | None = None
     run_dir = Path(run_dir)
     if load_state(run_dir, objects):
         LOGGER.info("resuming from %s (%d units done)", run_dir, len(objects.progress.completed))
+    elif train.init_from:
+        initialise_from(train.init_from, fusion, segmenter)
     (run_dir / "params.json").parent.mkdir(parents=True, exist_ok=True)
     (run_dir / "params.json").write_text(json.dumps(params.to_dict(), indent=2))
     class_weights = _class_weights(params, run_dir)

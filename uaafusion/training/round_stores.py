@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm import tqdm
 
+from uaafusion.models import exact_inference
 from uaafusion.training.context import TrainingContext
 from uaafusion.training.state import save_atomically
 
@@ -107,7 +108,7 @@ def fused_image_store(context: TrainingContext, weights: Mapping[str, torch.Tens
         vi = sample["vi"][None].to(context.device)
         mask = sample_mask(context, sample, ir, vi)
         weight_ir = weights[sample["name"]][None].to(context.device)
-        with torch.no_grad():
+        with torch.no_grad(), exact_inference(fusion):
             output = fusion(ir, vi, segmenter, mask=mask, weights=(weight_ir, 1.0 - weight_ir))
         store[sample["name"]] = output.fused[0].detach().cpu()
     return store
