@@ -179,6 +179,14 @@ def test_without_labels_the_mask_comes_from_the_chosen_image(inference_mask):
     assert model.spec["inference_mask"] == inference_mask
 
 
+def _pair_with_weights(height: int, width: int, num_classes: int = 3):
+    """``(segmenter, ir, vi, mask, weights)`` for a forward pass with the attribution done beforehand."""
+    segmenter = TinySegmenter(num_classes=num_classes)
+    ir, vi = random_images(1, height, width, 1), random_images(1, height, width, 2)
+    mask = stripe_mask(1, num_classes, height, width)
+    return segmenter, ir, vi, mask, modality_weights(segmenter, ir, vi, mask, steps=2)
+
+
 def _count_gradient_calls(monkeypatch) -> list[int]:
     calls: list[int] = []
     original = unfolding.segmentation_score_gradient
@@ -196,10 +204,7 @@ def _count_gradient_calls(monkeypatch) -> list[int]:
 def test_fast_mode_reuses_the_first_gradient_only_in_eval(monkeypatch, mode, training, expected_calls):
     """Fast inference computes one segmenter gradient for all stages; training is always exact."""
     model = create_fusion_model("uaafusion", stages=3, features=8, inference_mode=mode).train(training)
-    segmenter = TinySegmenter(num_classes=3)
-    ir, vi = random_images(1, 16, 16, 1), random_images(1, 16, 16, 2)
-    mask = stripe_mask(1, 3, 16, 16)
-    weights = modality_weights(segmenter, ir, vi, mask, steps=2)
+    segmenter, ir, vi, mask, weights = _pair_with_weights(16, 16)
     calls = _count_gradient_calls(monkeypatch)
     model(ir, vi, segmenter, mask=mask, weights=weights)
     assert len(calls) == expected_calls
@@ -210,10 +215,7 @@ def test_fast_mode_changes_only_the_later_stages_attention():
     exact = create_fusion_model("uaafusion", stages=2, features=8, inference_mode="exact").eval()
     fast = create_fusion_model("uaafusion", stages=2, features=8, inference_mode="fast").eval()
     fast.load_state_dict(exact.state_dict())
-    segmenter = TinySegmenter(num_classes=3)
-    ir, vi = random_images(1, 24, 24, 1), random_images(1, 24, 24, 2)
-    mask = stripe_mask(1, 3, 24, 24)
-    weights = modality_weights(segmenter, ir, vi, mask, steps=2)
+    segmenter, ir, vi, mask, weights = _pair_with_weights(24, 24)
     with torch.no_grad():
         exact_output = exact(ir, vi, segmenter, mask=mask, weights=weights)
         fast_output = fast(ir, vi, segmenter, mask=mask, weights=weights)
@@ -228,10 +230,7 @@ def test_inference_in_bands_gives_the_whole_image_numbers(monkeypatch):
     model = create_fusion_model("uaafusion", stages=3, features=8).eval()
     for output_conv in model.output_convs:  # trained-like corrections, so that every layer matters
         torch.nn.init.normal_(output_conv[-1].weight, std=0.1)
-    segmenter = TinySegmenter(num_classes=3)
-    ir, vi = random_images(1, 61, 40, 1), random_images(1, 61, 40, 2)
-    mask = stripe_mask(1, 3, 61, 40)
-    weights = modality_weights(segmenter, ir, vi, mask, steps=2)
+    segmenter, ir, vi, mask, weights = _pair_with_weights(61, 40)
     with torch.no_grad():
         whole = model(ir, vi, segmenter, mask=mask, weights=weights)
     calls: list[int] = []

@@ -183,8 +183,6 @@ def region_attribution(
     and weights, same numbers) with one segmenter forward pass per point for all classes;
     ``engine="captum"`` uses Captum's ``IntegratedGradients`` (one forward pass per point and class).
     """
-    from captum.attr import IntegratedGradients
-
     check_method(method, steps)
     _check_image_and_mask(image, mask)
     if internal_batch_size is not None and internal_batch_size < 1:
@@ -194,6 +192,8 @@ def region_attribution(
     internal_batch_size = inputs_per_pass(internal_batch_size, *image.shape[-2:])
     if engine in ("forward", "reverse"):
         return _derivative_region_attribution(segmenter, image, mask, steps, method, internal_batch_size, engine)
+    from captum.attr import IntegratedGradients  # only this engine needs Captum (30 MB of memory)
+
     batch, num_classes = mask.shape[:2]
     segmenter = frozen_segmenter(segmenter)
     with gradients_enabled():
