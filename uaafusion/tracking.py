@@ -18,7 +18,10 @@ from typing import Any
 
 from uaafusion.errors import UAAFusionError
 
-EXPERIMENT_NAME = "uaafusion"
+EXPERIMENT_NAME = "uaafusion"  # default; MLFLOW_EXPERIMENT_NAME chooses another
+# Marks the experiment as model training, so that `mlflow ui` (3.x) opens it on its runs table
+# instead of the GenAI overview (traces, token usage).
+EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
 FUSION_MODEL_NAME = "uaafusion-fusion"
 SEGMENTER_MODEL_NAME = "uaafusion-segmenter"
 MODEL_ALIAS = "champion"
@@ -31,6 +34,11 @@ class TrackingError(UAAFusionError):
 def tracking_uri(project_root: Path) -> str:
     """``MLFLOW_TRACKING_URI`` if set, else the project's SQLite file."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(project_root).resolve() / 'mlflow.db'}"
+
+
+def experiment_name() -> str:
+    """``MLFLOW_EXPERIMENT_NAME`` if set, else :data:`EXPERIMENT_NAME`."""
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME", "").strip() or EXPERIMENT_NAME
 
 
 def check_reachable(uri: str, timeout_seconds: float = 5.0) -> None:
@@ -186,13 +194,17 @@ class PipelineTracker:
         return versions
 
     def _experiment_id(self) -> str:
-        experiment = self.client.get_experiment_by_name(EXPERIMENT_NAME)
+        name = experiment_name()
+        key, kind = EXPERIMENT_KIND_TAG
+        experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:
+            if experiment.tags.get(key) != kind:
+                self.client.set_experiment_tag(experiment.experiment_id, key, kind)
             return experiment.experiment_id
         artifact_location = None
         if self.uri.startswith("sqlite:///"):
             artifact_location = (Path(self.project_root).resolve() / "mlartifacts").as_uri()
-        return self.client.create_experiment(EXPERIMENT_NAME, artifact_location=artifact_location)
+        return self.client.create_experiment(name, artifact_location=artifact_location, tags={key: kind})
 
 
 def _short(value: Any) -> str:
