@@ -52,6 +52,8 @@ def test_mode_defaults_to_the_checkpoint_and_can_be_chosen(two_stage_checkpoint:
         Fuser.from_checkpoint(two_stage_checkpoint, device="cpu", mode="quick")
     with pytest.raises(ConfigError, match="tile_size"):
         Fuser.from_checkpoint(two_stage_checkpoint, device="cpu", tile_size=10)
+    with pytest.raises(ConfigError, match="overlap = 0"):
+        Fuser.from_checkpoint(two_stage_checkpoint, device="cpu", tile_size=256, overlap=0)
 
 
 def test_loading_applies_the_allocator_setting_and_bounds_the_attribution_batch(

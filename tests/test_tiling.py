@@ -43,6 +43,8 @@ def test_needs_tiling_and_bad_arguments() -> None:
     for tile_size, overlap, name in ((32, 8, "tile_size"), (256, 128, "overlap"), (256, 0, "overlap")):
         with pytest.raises(ConfigError, match=name):
             check_tiling(tile_size, overlap)
+    assert check_tiling(None) is None and check_tiling(1280) == 64 and check_tiling(128) == 32
+    assert check_tiling(256, 16) == 16
 
 
 def real_pair(height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -29,7 +29,7 @@ from uaafusion.inference import (
     fuse_pair,
     load_models_for_inference,
 )
-from uaafusion.tiling import check_tiling, default_overlap
+from uaafusion.tiling import check_tiling
 
 # Images of more than this many pixels squared are fused in tiles: the usual thermal sizes up to
 # 1280x1024 stay untiled (exact), HD frames and larger go in tiles. Untiled working memory grows
@@ -85,14 +85,11 @@ class Fuser:
         overlap: int | None = None,
         spec: dict | None = None,
     ) -> None:
-        if tile_size is not None and overlap is None:
-            overlap = default_overlap(tile_size)
-        check_tiling(tile_size, overlap or 1)
+        self.overlap = check_tiling(tile_size, overlap)
         self.fusion = fusion.to(device).eval()
         self.segmenter = segmenter.to(device).eval()
         self.device = device
         self.tile_size = tile_size
-        self.overlap = overlap
         self.spec = spec or {}
         if mode is not None:
             self.mode = mode

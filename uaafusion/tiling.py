@@ -69,14 +69,20 @@ def feather(start: int, size: int, length: int, overlap: int) -> torch.Tensor:
     return weight.clamp_min(1e-3)
 
 
-def check_tiling(tile_size: int | None, overlap: int) -> None:
-    """Raise :class:`ConfigError` naming the argument when the tile size or the overlap cannot work."""
+def check_tiling(tile_size: int | None, overlap: int | None = None) -> int | None:
+    """The overlap to use (``overlap``, or :func:`default_overlap` when None; None without tiling).
+
+    Raises :class:`ConfigError` naming the argument when the tile size or the overlap cannot work.
+    """
     if tile_size is None:
-        return
+        return None
     if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 64:
         raise ConfigError(f"tile_size = {tile_size!r}: expected an integer >= 64 (pixels per tile side) or None.")
+    if overlap is None:
+        return default_overlap(tile_size)
     if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 < overlap < tile_size // 2:
         raise ConfigError(f"overlap = {overlap!r}: expected an integer in [1, tile_size / 2) = [1, {tile_size // 2}).")
+    return overlap
 
 
 def fuse_tiled(
@@ -93,8 +99,8 @@ def fuse_tiled(
     ``attribution_weights(segmenter, ir, vi, mask, max_pixels)`` (the unfolding network does).
     ``overlap`` defaults to :func:`default_overlap`.
     """
-    overlap = default_overlap(tile_size) if overlap is None else overlap
-    check_tiling(tile_size, overlap)
+    overlap = check_tiling(tile_size, overlap)
+    assert overlap is not None
     for method in ("predicted_mask", "attribution_weights"):
         if not callable(getattr(model, method, None)):
             raise ConfigError(

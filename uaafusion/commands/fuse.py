@@ -84,10 +84,9 @@ def checkpoint_source(args: argparse.Namespace) -> str | Path:
     if args.run:
         return f"runs:/{args.run}"
     if args.model:
-        if not str(args.model).startswith("models:/"):
-            from uaafusion.inference import parse_model_uri
+        from uaafusion.inference import parse_model_uri
 
-            parse_model_uri(args.model)  # raises the message that names the accepted forms
+        parse_model_uri(args.model)  # before loading: raises the message that names the accepted forms
         return args.model
     return Path(args.checkpoint) if args.checkpoint is not None else ProjectPaths.at(args.project_root).model_checkpoint
 

@@ -289,17 +289,15 @@ class UnfoldingFusionNet(nn.Module):
         estimate = average
         memory: _Memory | None = None  # (hidden, cell, long, short): zero before the first stage
         running_attention: torch.Tensor | None = None
-        shared_gradient: torch.Tensor | None = None
+        gradient: torch.Tensor | None = None  # g_k of the attention; fast inference keeps stage 1's
         share_gradient = self.inference_mode == "fast" and not self.training
         step_sizes = self.step_sizes
         attention_gates: list[torch.Tensor] = []
         estimates: list[torch.Tensor] = []
         for stage in range(self.stages):
             moved = estimate - step_sizes[stage] * (estimate - target)
-            gradient = shared_gradient
-            if gradient is None:
+            if gradient is None or not share_gradient:
                 gradient = segmentation_score_gradient(segmenter, moved, mask)
-                shared_gradient = gradient if share_gradient else None
             running_attention = pathway_attention(
                 segmenter, moved, estimate, mask, running_attention, stage + 1, gradient=gradient,
             )
