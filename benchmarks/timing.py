@@ -27,7 +27,6 @@ import platform
 import re
 import resource
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+
+from uaafusion.device import cpu_model
 
 T = TypeVar("T")
 _STARTED = time.perf_counter()
@@ -156,19 +157,6 @@ class PeakMemory:
     def as_dict(self) -> dict[str, Any]:
         return {"peak_memory_bytes": self.peak_bytes, "peak_memory_mib": round(self.peak_bytes / 2**20, 2),
                 "peak_memory_method": self.method}
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``, ``sysctl`` on macOS, else ``platform``)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.lower().startswith(("model name", "hardware", "cpu model")):
-                return line.split(":", 1)[1].strip()
-    if sys.platform == "darwin":
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
-                                  timeout=5, check=True).stdout.strip()
-    return platform.processor() or platform.machine()
 
 
 def usable_cores() -> int | None:

@@ -20,10 +20,14 @@ def register_train_command(subparsers: argparse._SubParsersAction) -> None:
                         help="pipeline steps to run, comma-separated (prepare,train,evaluate,report)")
     parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a param, e.g. -S train.rounds=1")
+    parser.add_argument("--run-name", default=None,
+                        help="name of a new MLflow parent run (default: the DVC experiment, else params stem + time)")
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from flows.pipeline import main
 
-    return main(["--params", args.params, "--steps", args.steps, *(item for value in args.set for item in ("--set", value))])
+    naming = ["--run-name", args.run_name] if args.run_name else []
+    return main(["--params", args.params, "--steps", args.steps, *naming,
+                 *(item for value in args.set for item in ("--set", value))])

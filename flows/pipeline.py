@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,10 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 from prefect import flow, get_run_logger, task  # noqa: E402 (after the setting above)
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
-from uaafusion.config import Params, load_params  # noqa: E402
+from uaafusion.config import Params, flatten, load_params  # noqa: E402
 from uaafusion.device import resolve_device  # noqa: E402
 from uaafusion.paths import ProjectPaths  # noqa: E402
-from uaafusion.tracking import PipelineTracker  # noqa: E402
+from uaafusion.tracking import FAILED, RUN_RECORD_NAME, PipelineTracker  # noqa: E402
 
 STEPS = ("prepare", "train", "evaluate", "report")
 DEFAULT_ROOT = Path(__file__).resolve().parents[1]
@@ -65,16 +66,29 @@ def prepare_task(root: str, params_file: str, overrides: dict[str, Any] | None) 
 
 @task(name="start-tracking", cache_policy=NO_CACHE)
 def start_tracking_task(root: str, params_file: str, overrides: dict[str, Any] | None, run_dir: str,
-                        flow_run_name: str) -> str:
+                        run_name: str | None) -> str:
+    """Open the training run's MLflow parent: the one its folder records (a resumed run), else a new
+    one; log its training params, lineage tags, dataset inputs and the params file as given."""
+    from uaafusion.lineage import dataset_record, run_tags
+    from uaafusion.lineage import run_name as choose_run_name
+    from uaafusion.steps import with_absolute_data_root
+    from uaafusion.training import training_params
+
     params, paths = _load(root, params_file, overrides)
+    params_path = _params_path(root, params_file)
     device = resolve_device(params.device)
     tracker = _tracker(paths)
-    parent = tracker.start_parent(
-        run_name=flow_run_name,
-        params=params.flat(),
-        tags={"uaafusion.device": str(device), "uaafusion.run_dir": run_dir,
-              "uaafusion.schedule": params.train.schedule},
-    )
+    tags = {**run_tags(paths.root, params_path, device), "uaafusion.run_dir": run_dir,
+            "uaafusion.schedule": params.train.schedule}
+    parent = tracker.start_parent(choose_run_name(run_name, params_path), flatten(training_params(params)), tags,
+                                  run_record=Path(run_dir) / RUN_RECORD_NAME)
+    data_params = with_absolute_data_root(params, paths)
+    for split, context in ((params.data.train_split, "training"), (params.data.test_split, "test")):
+        record = dataset_record(data_params, split)
+        tracker.log_dataset(parent, record.name, record.digest, record.source, record.profile, context)
+    tracker.log_artifact(parent, params_path, "params")
+    if overrides:
+        tracker.client.log_dict(parent, overrides, "params/overrides.json")
     get_run_logger().info("MLflow parent run %s at %s; training on device %s", parent, tracker.uri, device)
     return parent
 
@@ -82,35 +96,47 @@ def start_tracking_task(root: str, params_file: str, overrides: dict[str, Any] |
 @task(name="train-stage", cache_policy=NO_CACHE)
 def train_stage_task(root: str, params_file: str, overrides: dict[str, Any] | None, run_dir: str,
                      stage: str, round_index: int) -> dict[str, float]:
-    """One training stage; on retry it resumes from the run's last checkpoint."""
+    """One training stage; on retry it resumes from the run's last checkpoint. Each step's metrics are
+    logged once (a resumed stage skips the steps logged before the kill); a validation's sample panels
+    go to the parent run as images at the round's step."""
+    from uaafusion.lineage import stage_params
     from uaafusion.steps import with_absolute_data_root
-    from uaafusion.training import run_stage
+    from uaafusion.training import run_stage, sample_panels_dir
 
     params, paths = _load(root, params_file, overrides)
     tracker = _tracker(paths)
     tracker.attach_parent()
 
     def sink(run_name: str, metrics: dict[str, float], step: int) -> None:
-        tracker.log_metrics(tracker.nested(run_name), metrics, step)
+        tracker.log_metrics(tracker.nested(run_name, stage_params(params, run_name)), metrics, step, once=True)
 
     try:
         # Relative data roots are relative to the project, not to the worker's current directory.
         metrics = run_stage(with_absolute_data_root(params, paths), Path(run_dir), stage, round_index, sink)
-    except Exception:
+    except BaseException:
         for name in list(tracker.nested_run_ids):
-            tracker.close_nested(name, "FAILED")
+            tracker.close_nested(name, FAILED)
         raise
     for name in list(tracker.nested_run_ids):
         tracker.close_nested(name)
     if stage == "validation" and metrics:
+        panels = sample_panels_dir(Path(run_dir), round_index)
+        if panels.is_dir():
+            from uaafusion.data.io import read_image
+
+            tracker.log_images(tracker.parent_run_id, {f"samples/{path.stem}": read_image(path)
+                                                       for path in sorted(panels.glob("*.png"))}, round_index)
         tracker.log_metrics(tracker.parent_run_id, {f"validation_{key}": value for key, value in metrics.items()},
-                            round_index)
+                            round_index, once=True)
     get_run_logger().info("%s %s: %s", stage, round_index or "", metrics)
     return metrics
 
 
 @task(name="export-models", cache_policy=NO_CACHE)
 def export_task(root: str, params_file: str, overrides: dict[str, Any] | None, run_dir: str) -> str:
+    """Write the checkpoint and the training curves; log the pyfunc model and register it (the alias
+    ``champion`` moves only when this run is better on ``tracking.champion_metric``)."""
+    from uaafusion.serving import register_model
     from uaafusion.steps import write_training_curves
     from uaafusion.training import export_models, read_history
 
@@ -119,63 +145,65 @@ def export_task(root: str, params_file: str, overrides: dict[str, Any] | None, r
     curves = write_training_curves(read_history(Path(run_dir)), paths.training_plots)
     tracker = _tracker(paths)
     tracker.attach_parent()
-    versions = tracker.register_models(checkpoint)
+    registration = register_model(tracker, checkpoint, params.tracking)
     for path in curves.values():
         tracker.log_artifact(tracker.parent_run_id, path, "training")
-    samples = Path(run_dir) / "samples"
-    if samples.is_dir():
-        tracker.log_artifact(tracker.parent_run_id, samples, "samples")
-    get_run_logger().info("models written to %s and registered: %s", checkpoint, versions)
+    get_run_logger().info("models written to %s; registered as version %s (%s)", checkpoint,
+                          registration.version, registration.reason)
     return str(checkpoint)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(root: str, params_file: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """Fuse and score the test split; the parent run gets the ``test_*`` metrics (one name per metric
+    whatever the label layout) and the evaluation files, the nested run ``evaluate`` the comparisons."""
+    from uaafusion.lineage import SEGMENTATION_LABELS_TAG, stage_params, unified_segmentation_names
     from uaafusion.method_names import OUR_METHOD
     from uaafusion.metrics.comparison import Comparison
     from uaafusion.steps import evaluate_step
 
     params, paths = _load(root, params_file, overrides)
-    means = evaluate_step(params, paths)
     tracker = _tracker(paths)
-    tracker.attach_parent()
-    run_id = tracker.nested("evaluate")
-    ours = {key: value for key, value in means[OUR_METHOD].items() if isinstance(value, (int, float))}
-    tracker.log_metrics(run_id, ours, 0)
-    tracker.log_metrics(tracker.parent_run_id, {f"test_{key}": value for key, value in ours.items()}, 0)
-    comparison = Comparison.from_json(json.loads(paths.comparison.read_text()))
-    tracker.log_metrics(run_id, comparison.flat_metrics(), 0)
-    fused_against_sources = comparison.flat_metrics(against=False)
-    tracker.log_metrics(tracker.parent_run_id, {f"test_{key}": value for key, value in fused_against_sources.items()}, 0)
-    for path in (paths.evaluation, paths.metrics, paths.comparison):
-        tracker.log_artifact(run_id, path)
-    if paths.generalisation.is_file():
-        tracker.log_artifact(run_id, paths.generalisation)
-    if params.evaluate.degraded.kinds:
-        from uaafusion.degraded_benchmark import degraded_benchmark_step, tracked_metrics
+    parent = tracker.attach_parent()
+    with tracker.running():
+        means = evaluate_step(params, paths)
+        run_id = tracker.nested("evaluate", stage_params(params, "evaluate"))
+        ours, labels = unified_segmentation_names(
+            {key: value for key, value in means[OUR_METHOD].items() if isinstance(value, (int, float))})
+        comparison = Comparison.from_json(json.loads(paths.comparison.read_text()))
+        fused_against_sources, _ = unified_segmentation_names(comparison.flat_metrics(against=False))
+        tracker.log_metrics(run_id, ours, 0)
+        tracker.log_metrics(run_id, unified_segmentation_names(comparison.flat_metrics())[0], 0)
+        tracker.log_metrics(parent, {f"test_{key}": value for key, value in {**ours, **fused_against_sources}.items()}, 0)
+        tracker.client.set_tag(parent, SEGMENTATION_LABELS_TAG, labels)
+        for path in (paths.evaluation, paths.metrics, paths.comparison, paths.generalisation):
+            tracker.log_artifact(parent, path, "evaluation")
+        if params.evaluate.degraded.kinds:
+            from uaafusion.degraded_benchmark import degraded_benchmark_step, tracked_metrics
 
-        document = degraded_benchmark_step(params, paths)
-        tracker.log_metrics(run_id, tracked_metrics(document), 0)
-        tracker.log_artifact(run_id, paths.degraded)
-    elif paths.degraded.exists():
-        paths.degraded.unlink()  # stale: no degraded benchmark configured any more
-    tracker.close_nested("evaluate")
+            document = degraded_benchmark_step(params, paths)
+            tracker.log_metrics(run_id, tracked_metrics(document), 0)
+            tracker.log_artifact(parent, paths.degraded, "evaluation")
+        elif paths.degraded.exists():
+            paths.degraded.unlink()  # stale: no degraded benchmark configured any more
     get_run_logger().info("evaluation: %s", {key: round(value, 4) for key, value in ours.items()})
     return means
 
 
 @task(name="report", cache_policy=NO_CACHE)
 def report_task(root: str, params_file: str, overrides: dict[str, Any] | None) -> str:
+    """Build the report; its files (not the rest of the reports folder) go to the parent run."""
+    from uaafusion.lineage import stage_params
     from uaafusion.report import build_report
 
     params, paths = _load(root, params_file, overrides)
-    index = build_report(params, paths, params_file=_params_path(root, params_file), overrides=overrides)
     tracker = _tracker(paths)
-    tracker.attach_parent()
-    run_id = tracker.nested("report")
-    tracker.log_artifact(run_id, index.parent, "report")
-    tracker.close_nested("report")
-    tracker.finish_parent()
+    parent = tracker.attach_parent()
+    with tracker.running():
+        index = build_report(params, paths, params_file=_params_path(root, params_file), overrides=overrides)
+        tracker.nested("report", stage_params(params, "report"))
+        for path in paths.report_outputs:
+            tracker.log_artifact(parent, path, "report/figures" if path.is_dir() else "report")
     get_run_logger().info("report written to %s", index)
     return str(index)
 
@@ -188,11 +216,15 @@ def pipeline(
     rounds: int | None = None,
     dataset_root: str | None = None,
     project_root: str | None = None,
+    run_name: str | None = None,
 ) -> dict[str, Any]:
     """Run the chosen pipeline steps (default: all) with params from ``params_file``.
 
     ``rounds`` and ``dataset_root`` are shortcuts for the overrides ``train.rounds`` and
     ``data.root`` (what a deployment usually changes); ``overrides`` takes any dotted keys.
+    ``run_name`` names a new MLflow parent run (default: a deployment's flow run name, else the DVC
+    experiment's name, else the params file's stem and a time stamp); a resumed training run keeps
+    its parent and name.
     """
     from uaafusion.allocator import keep_freed_memory
 
@@ -219,18 +251,31 @@ def pipeline(
         from uaafusion.training import run_fingerprint, training_units
 
         run_dir = str(paths.run_dir(run_fingerprint(params)))
-        from prefect.runtime import flow_run
-
-        start_tracking_task(root, params_file, overrides, run_dir, str(flow_run.name or "pipeline"))
-        retrying_stage = train_stage_task.with_options(retries=params.train.retries, retry_delay_seconds=1)
-        for stage, round_index in training_units(params):
-            results[f"{stage}-{round_index}"] = retrying_stage(root, params_file, overrides, run_dir, stage, round_index)
-        results["models"] = export_task(root, params_file, overrides, run_dir)
+        start_tracking_task(root, params_file, overrides, run_dir, run_name or _deployment_flow_run_name())
+        tracker = _tracker(paths)
+        tracker.attach_parent()
+        with tracker.running():  # the parent ends FINISHED, FAILED or KILLED with this step
+            retrying_stage = train_stage_task.with_options(retries=params.train.retries, retry_delay_seconds=1)
+            for stage, round_index in training_units(params):
+                results[f"{stage}-{round_index}"] = retrying_stage(root, params_file, overrides, run_dir, stage,
+                                                                   round_index)
+            results["models"] = export_task(root, params_file, overrides, run_dir)
     if "evaluate" in chosen:
         results["evaluate"] = evaluate_task(root, params_file, overrides)
     if "report" in chosen:
         results["report"] = report_task(root, params_file, overrides)
     return results
+
+
+def _deployment_flow_run_name() -> str | None:
+    """The flow run's name when a deployment started it (the name given in Prefect), else ``None``."""
+    from prefect.runtime import deployment, flow_run
+
+    return str(flow_run.name) if deployment.id and flow_run.name else None
+
+
+def _exit_on_sigterm(signal_number: int, frame: Any) -> None:
+    raise SystemExit(128 + signal_number)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default=None, help="project root (default: this checkout)")
     parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a param, e.g. -S train.rounds=1 (value parsed as YAML)")
+    parser.add_argument("--run-name", default=None,
+                        help="name of a new MLflow parent run (default: the DVC experiment, else params stem + time)")
     args = parser.parse_args(argv)
     from uaafusion.config import parse_overrides
     from uaafusion.errors import ConfigError, UAAFusionError
@@ -249,9 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         parser.error(str(error))
 
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so the MLflow runs end KILLED, not RUNNING
     try:
         pipeline(params_file=args.params, steps=[step for step in args.steps.split(",") if step],
-                 overrides=overrides or None, project_root=args.root or str(Path.cwd()))
+                 overrides=overrides or None, project_root=args.root or str(Path.cwd()), run_name=args.run_name)
     except UAAFusionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

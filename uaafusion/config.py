@@ -239,6 +239,27 @@ class ReportConfig:
                  f"{prefix}.discussion", "null or the path of a Markdown file", self.discussion)
 
 
+CHAMPION_GOALS = ("max", "min")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """MLflow's registered model ``uaafusion``: its alias ``champion`` moves to a new version only when
+    that run's ``champion_metric`` (a metric of the parent run, e.g. ``validation_VIF``, the last
+    round's validation VIF, or ``validation_mIoU``) beats the current champion's in the direction of
+    ``champion_goal``."""
+
+    champion_metric: str = "validation_VIF"
+    champion_goal: str = "max"
+
+    def check(self, prefix: str) -> None:
+        _require(isinstance(self.champion_metric, str) and self.champion_metric.strip() != "",
+                 f"{prefix}.champion_metric", "a metric name of the parent run, e.g. validation_VIF",
+                 self.champion_metric)
+        _require(self.champion_goal in CHAMPION_GOALS, f"{prefix}.champion_goal", " or ".join(CHAMPION_GOALS),
+                 self.champion_goal)
+
+
 @dataclass(frozen=True)
 class OutputsConfig:
     """Where the pipeline writes, relative to the project root (or absolute).
@@ -272,6 +293,7 @@ class Params:
     degrade: DegradeConfig = field(default_factory=DegradeConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     outputs: OutputsConfig = field(default_factory=OutputsConfig)
 
     def check(self, prefix: str) -> None:
@@ -285,17 +307,22 @@ class Params:
 
     def flat(self) -> dict[str, Any]:
         """``{"train.rounds": 2, ...}``: every leaf under its dotted key (for MLflow params)."""
-        flat: dict[str, Any] = {}
+        return flatten(self.to_dict())
 
-        def walk(prefix: str, value: Any) -> None:
-            if isinstance(value, dict) and value:
-                for key, item in value.items():
-                    walk(f"{prefix}.{key}" if prefix else str(key), item)
-            else:
-                flat[prefix] = value
 
-        walk("", self.to_dict())
-        return flat
+def flatten(nested: dict[str, Any]) -> dict[str, Any]:
+    """``{"train": {"rounds": 2}}`` -> ``{"train.rounds": 2}`` (an empty mapping stays a leaf)."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        else:
+            flat[prefix] = value
+
+    walk("", nested)
+    return flat
 
 
 EXTENDS_KEY = "extends"

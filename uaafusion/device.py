@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import torch
@@ -42,6 +45,27 @@ def resolve_device(name: str | None = "auto") -> torch.device:
             )
         return device
     raise DeviceError(f"device '{name}' is not understood; allowed: auto, cpu, cuda, cuda:N.")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``, ``sysctl`` on macOS, else ``platform``)."""
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo", errors="replace") as handle:
+            for line in handle:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    return line.split(":", 1)[1].strip()
+    if sys.platform == "darwin":
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
+                                  timeout=5, check=True).stdout.strip()
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: torch.device) -> str:
+    """What ``device`` is: the GPU model for CUDA (``NVIDIA H100 80GB HBM3``), else the CPU model."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_model()
 
 
 # The lower precision of ``train.amp``: bfloat16 keeps float32's range (no loss scaling needed).

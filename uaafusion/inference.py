@@ -179,7 +179,8 @@ def fuse(
 
 # -- where the models come from --------------------------------------------------------------
 
-CHECKPOINT_ARTIFACT = "model/uaafusion.pt"
+MODEL_ARTIFACT = "model"  # a run's model folder (the pyfunc model; its artifacts/ holds the .pt checkpoint)
+CHECKPOINT_NAME = "uaafusion.pt"
 
 
 def load_models_for_inference(
@@ -200,7 +201,7 @@ def load_models_for_inference(
     if not checkpoint.is_file():
         raise DataError(
             f"{checkpoint}: model checkpoint not found. Train first (`dvc repro train` or `uaafusion train`), "
-            "or pass --checkpoint PATH, --run MLFLOW_RUN_ID or --model models:/uaafusion-fusion@champion."
+            "or pass --checkpoint PATH, --run MLFLOW_RUN_ID or --model models:/uaafusion@champion."
         )
     device = torch.device(device)
     loaded = load_models(checkpoint, map_location=device)
@@ -212,8 +213,8 @@ def load_models_for_inference(
 
 
 def checkpoint_file(source: str | Path, tracking_uri: str | None, download_dir: Path) -> Path:
-    """The local ``.pt`` file of ``source``: a path (returned as it is), ``runs:/RUN_ID`` (the run's
-    ``model/uaafusion.pt``, downloaded into ``download_dir``) or a registered ``models:/`` URI.
+    """The local ``.pt`` file of ``source``: a path (returned as it is), ``runs:/RUN_ID`` (the checkpoint
+    in the run's ``model`` folder, downloaded into ``download_dir``) or a registered ``models:/`` URI.
 
     ``tracking_uri``: the MLflow store (default: ``MLFLOW_TRACKING_URI``, else ``./mlflow.db``).
     """
@@ -235,19 +236,19 @@ def checkpoint_file(source: str | Path, tracking_uri: str | None, download_dir: 
 
 
 def download_run_checkpoint(run_id: str, tracking_uri: str, destination: str | Path) -> Path:
-    """Download ``model/uaafusion.pt`` of the MLflow run ``run_id`` into ``destination``."""
+    """Download the ``model`` folder of the MLflow run ``run_id`` into ``destination``; its checkpoint."""
     import mlflow.artifacts
 
     from uaafusion.tracking import TrackingError
 
     try:
         local = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path=CHECKPOINT_ARTIFACT, dst_path=str(destination),
+            run_id=run_id, artifact_path=MODEL_ARTIFACT, dst_path=str(destination),
             tracking_uri=tracking_uri,
         )
     except Exception as error:  # noqa: BLE001 - MLflow raises many kinds; all mean "not available"
         raise TrackingError(
-            f"cannot download {CHECKPOINT_ARTIFACT} of MLflow run {run_id} from {tracking_uri} ({error}). "
+            f"cannot download the {MODEL_ARTIFACT} folder of MLflow run {run_id} from {tracking_uri} ({error}). "
             "Check the run id (`mlflow ui`), MLFLOW_TRACKING_URI, and that the run finished its train step."
         ) from error
     return _find_checkpoint_file(Path(local), f"run {run_id}")
@@ -303,7 +304,7 @@ def parse_model_uri(model_uri: str) -> tuple[str, str, bool]:
         if name and (version.isdigit() or version == "latest"):
             return name, version, False
     raise TrackingError(
-        f"--model {model_uri!r}: expected models:/NAME@ALIAS (e.g. models:/uaafusion-fusion@champion), "
+        f"--model {model_uri!r}: expected models:/NAME@ALIAS (e.g. models:/uaafusion@champion), "
         "models:/NAME/VERSION or models:/NAME/latest."
     )
 
@@ -314,7 +315,7 @@ def _find_checkpoint_file(local: Path, source: str) -> Path:
     if local.is_file():
         return local
     candidates = sorted(local.rglob("*.pt"))
-    preferred = [path for path in candidates if path.name == Path(CHECKPOINT_ARTIFACT).name]
+    preferred = [path for path in candidates if path.name == CHECKPOINT_NAME]
     if preferred or candidates:
         return (preferred or candidates)[0]
     raise TrackingError(f"{source}: the downloaded artifacts in {local} hold no .pt checkpoint.")

@@ -89,6 +89,12 @@ class ProjectPaths:
         return self.reports / "degraded.json"
 
     @property
+    def report_outputs(self) -> tuple[Path, ...]:
+        """What the report step writes (``dvc.yaml``'s report outs): both pages, the build record, the figures."""
+        return (self.reports / "index.html", self.reports / "README.md", self.reports / "build.json",
+                self.reports / "figures")
+
+    @property
     def training_plots(self) -> Path:
         """Training curves for ``dvc plots``: loss per step, metrics per round."""
         return self.reports / "training"

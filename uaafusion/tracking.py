@@ -1,8 +1,14 @@
-"""MLflow tracking: one parent run per pipeline run, nested runs per stage and round.
+"""MLflow tracking: one parent run per training run, nested runs per stage and round.
 
 The tracking URI defaults to ``sqlite:///<project root>/mlflow.db`` with artifacts under
 ``<project root>/mlartifacts`` (independent of the current directory); ``MLFLOW_TRACKING_URI``
 overrides it (a shared server). An unreachable server fails fast with a message naming the URI.
+
+A training run's folder records its parent run (``mlflow-run.json``), so a run that is killed and
+started again continues the same parent and nested runs; metrics logged with ``once=True`` (the
+training steps) are skipped for steps already logged, so each step is logged exactly once. Every
+pipeline step ends the parent ``FINISHED``, ``FAILED`` (an error) or ``KILLED`` (interrupted), so no
+run stays ``RUNNING`` after the process exits; the next step (or the rerun) reopens it.
 """
 
 from __future__ import annotations
@@ -10,8 +16,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,9 +31,8 @@ EXPERIMENT_NAME = "uaafusion"  # default; MLFLOW_EXPERIMENT_NAME chooses another
 # Marks the experiment as model training, so that `mlflow ui` (3.x) opens it on its runs table
 # instead of the GenAI overview (traces, token usage).
 EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
-FUSION_MODEL_NAME = "uaafusion-fusion"
-SEGMENTER_MODEL_NAME = "uaafusion-segmenter"
-MODEL_ALIAS = "champion"
+RUN_RECORD_NAME = "mlflow-run.json"  # in a training run's folder: its parent run
+RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
 
 
 class TrackingError(UAAFusionError):
@@ -58,17 +66,28 @@ def check_reachable(uri: str, timeout_seconds: float = 5.0) -> None:
 
 def git_commit(project_root: Path) -> str | None:
     """The project's current git commit, or ``None`` outside a git checkout."""
+    return _git(project_root, "rev-parse", "HEAD") or None
+
+
+def git_dirty(project_root: Path) -> bool | None:
+    """Whether tracked files differ from the commit (``None`` outside a git checkout)."""
+    if git_commit(project_root) is None:
+        return None
+    return bool(_git(project_root, "status", "--porcelain", "--untracked-files=no"))
+
+
+def _git(project_root: Path, *arguments: str) -> str:
     try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root, capture_output=True, text=True,
+        result = subprocess.run(["git", *arguments], cwd=project_root, capture_output=True, text=True,
                                 timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout.strip() or None
+        return ""
+    return result.stdout.strip() if result.returncode == 0 else ""
 
 
 @dataclass
 class PipelineTracker:
-    """MLflow parent run of one pipeline run, with nested runs created on demand.
+    """MLflow parent run of one training run, with nested runs created on demand.
 
     The parent run id is kept in ``pointer_path`` so that pipeline steps run in separate
     processes (DVC stages, Prefect task retries) attach to the same parent.
@@ -79,6 +98,8 @@ class PipelineTracker:
     uri: str = ""
     parent_run_id: str = ""
     nested_run_ids: dict[str, str] = field(default_factory=dict)
+    _last_steps: dict[tuple[str, str], int | None] = field(default_factory=dict)  # (run, key) -> step
+    _new_runs: set[str] = field(default_factory=set)  # created by this tracker: nothing logged before
 
     def __post_init__(self) -> None:
         from mlflow import MlflowClient
@@ -89,21 +110,30 @@ class PipelineTracker:
         self.experiment_id = self._experiment_id()
 
     # -- parent run ------------------------------------------------------------------------
-    def start_parent(self, run_name: str, params: dict[str, Any], tags: dict[str, str] | None = None) -> str:
-        """Create a new parent run, log every param and tag, and remember it in the pointer file."""
+    def start_parent(self, run_name: str, params: dict[str, Any], tags: dict[str, str] | None = None,
+                     run_record: Path | None = None) -> str:
+        """Continue the parent run recorded in ``run_record`` (a training run's folder) when this
+        backend holds it, else create one named ``run_name``; log the params it lacks and the tags,
+        and record it in ``run_record`` and the pointer file. Returns the parent run id."""
         all_tags = {"uaafusion.kind": "pipeline", **(tags or {})}
-        commit = git_commit(self.project_root)
-        if commit:
-            all_tags["mlflow.source.git.commit"] = commit
-        experiment_name = os.environ.get("DVC_EXP_NAME")
-        if experiment_name:
-            all_tags["dvc.experiment"] = experiment_name
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
-        self.parent_run_id = run.info.run_id
+        recorded = self._recorded_run(run_record)
+        if recorded is not None:
+            self.parent_run_id = recorded
+            self.client.update_run(recorded, status=RUNNING)
+            for child in self._children(status=RUNNING):  # left by a killed process; reopened when used
+                self.client.set_terminated(child.info.run_id, FINISHED)
+        else:
+            run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
+            self.parent_run_id = run.info.run_id
+            self._new_runs.add(self.parent_run_id)
+        for key, value in all_tags.items():
+            self.client.set_tag(self.parent_run_id, key, value)
         self.log_params(self.parent_run_id, params)
-        self.pointer_path.parent.mkdir(parents=True, exist_ok=True)
-        self.pointer_path.write_text(json.dumps({"parent_run_id": self.parent_run_id, "tracking_uri": self.uri,
-                                                 "experiment_id": self.experiment_id}, indent=2))
+        record = {"parent_run_id": self.parent_run_id, "tracking_uri": self.uri, "experiment_id": self.experiment_id}
+        for path in (run_record, self.pointer_path):
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(record, indent=2))
         return self.parent_run_id
 
     def attach_parent(self) -> str:
@@ -121,51 +151,107 @@ class PipelineTracker:
             ) from error
         return self.parent_run_id
 
-    def finish_parent(self, status: str = "FINISHED") -> None:
-        for run_id in self.nested_run_ids.values():
-            self.client.set_terminated(run_id, status)
-        self.nested_run_ids.clear()
+    @contextmanager
+    def running(self) -> Iterator[str]:
+        """Mark the parent ``RUNNING`` for one pipeline step; end it (and its open nested runs)
+        ``FINISHED``, ``FAILED`` on an error, or ``KILLED`` when interrupted (Ctrl-C, SIGTERM)."""
+        self.client.update_run(self.parent_run_id, status=RUNNING)
+        try:
+            yield self.parent_run_id
+        except (KeyboardInterrupt, SystemExit):
+            self.end_parent(KILLED)
+            raise
+        except BaseException:
+            self.end_parent(FAILED)
+            raise
+        self.end_parent(FINISHED)
+
+    def end_parent(self, status: str = FINISHED) -> None:
+        """End the open nested runs and the parent with ``status``."""
+        for name in list(self.nested_run_ids):
+            self.close_nested(name, status)
         self.client.set_terminated(self.parent_run_id, status)
 
-    # -- nested runs -----------------------------------------------------------------------
-    def nested(self, name: str) -> str:
-        """Id of the nested run ``name`` under the parent, created the first time it is asked for."""
-        if name not in self.nested_run_ids:
-            existing = self.client.search_runs(
-                [self.experiment_id],
-                filter_string=f"tags.mlflow.parentRunId = '{self.parent_run_id}' and tags.mlflow.runName = '{name}'",
-                max_results=1,
-            )
-            if existing:
-                self.nested_run_ids[name] = existing[0].info.run_id
-            else:
-                run = self.client.create_run(self.experiment_id, run_name=name,
-                                             tags={"mlflow.parentRunId": self.parent_run_id, "uaafusion.kind": "stage"})
-                self.nested_run_ids[name] = run.info.run_id
-        return self.nested_run_ids[name]
+    def _recorded_run(self, run_record: Path | None) -> str | None:
+        """The parent run id in ``run_record`` when it is an active run of this backend's experiment."""
+        if run_record is None or not run_record.is_file():
+            return None
+        try:
+            recorded = json.loads(run_record.read_text())
+            run = self.client.get_run(recorded["parent_run_id"])
+        except Exception:  # noqa: BLE001 - unreadable record, other backend, deleted run: start anew
+            return None
+        usable = run.info.lifecycle_stage == "active" and run.info.experiment_id == self.experiment_id
+        return run.info.run_id if usable else None
 
-    def close_nested(self, name: str, status: str = "FINISHED") -> None:
+    def _children(self, name: str | None = None, status: str | None = None) -> list[Any]:
+        clauses = [f"tags.mlflow.parentRunId = '{self.parent_run_id}'"]
+        if name is not None:
+            clauses.append(f"tags.mlflow.runName = '{name}'")
+        if status is not None:
+            clauses.append(f"attributes.status = '{status}'")
+        return self.client.search_runs([self.experiment_id], filter_string=" and ".join(clauses), max_results=1000)
+
+    # -- nested runs -----------------------------------------------------------------------
+    def nested(self, name: str, params: dict[str, Any] | None = None) -> str:
+        """Id of the open nested run ``name`` under the parent: the existing one (reopened) unless
+        its params differ from ``params``, else a new one carrying ``params``."""
+        if name in self.nested_run_ids:
+            return self.nested_run_ids[name]
+        params = {key: _short(value) for key, value in (params or {}).items()}
+        for child in self._children(name=name):
+            if all(child.data.params.get(key, value) == value for key, value in params.items()):
+                run_id = child.info.run_id
+                if child.info.status != RUNNING:
+                    self.client.update_run(run_id, status=RUNNING)
+                break
+        else:
+            run = self.client.create_run(self.experiment_id, run_name=name,
+                                         tags={"mlflow.parentRunId": self.parent_run_id, "uaafusion.kind": "stage"})
+            run_id = run.info.run_id
+            self._new_runs.add(run_id)
+        self.log_params(run_id, params)
+        self.nested_run_ids[name] = run_id
+        return run_id
+
+    def close_nested(self, name: str, status: str = FINISHED) -> None:
         run_id = self.nested_run_ids.pop(name, None)
         if run_id is not None:
             self.client.set_terminated(run_id, status)
 
     # -- logging ---------------------------------------------------------------------------
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        """Log the params ``run_id`` does not have yet (MLflow params cannot change)."""
         from mlflow.entities import Param
 
-        items = [Param(key, _short(value)) for key, value in sorted(params.items())]
+        logged = {} if run_id in self._new_runs else self.client.get_run(run_id).data.params
+        items = [Param(key, _short(value)) for key, value in sorted(params.items()) if key not in logged]
         for start in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[start:start + 100])
 
-    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
-        import time
-
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int, once: bool = False) -> None:
+        """Log ``metrics`` at ``step``; with ``once``, skip each key already logged at this step or a
+        later one (a resumed run recomputes the steps after its last checkpoint)."""
         from mlflow.entities import Metric
 
         timestamp = int(time.time() * 1000)
-        items = [Metric(_metric_key(key), float(value), timestamp, step) for key, value in metrics.items()]
+        items = []
+        for key, value in metrics.items():
+            name = _metric_key(key)
+            if once:
+                last = self._last_step(run_id, name)
+                if last is not None and step <= last:
+                    continue
+                self._last_steps[(run_id, name)] = step
+            items.append(Metric(name, float(value), timestamp, step))
         if items:
             self.client.log_batch(run_id, metrics=items)
+
+    def _last_step(self, run_id: str, key: str) -> int | None:
+        if (run_id, key) not in self._last_steps:
+            history = [] if run_id in self._new_runs else self.client.get_metric_history(run_id, key)
+            self._last_steps[(run_id, key)] = max((metric.step for metric in history), default=None)
+        return self._last_steps[(run_id, key)]
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         path = Path(path)
@@ -174,24 +260,26 @@ class PipelineTracker:
         elif path.is_file():
             self.client.log_artifact(run_id, str(path), artifact_path)
 
-    def register_models(self, checkpoint_path: Path) -> dict[str, str]:
-        """Log the models' checkpoint on the parent run and register it as both model names.
+    def log_images(self, run_id: str, images: dict[str, Any], step: int) -> bool:
+        """Log ``{key: uint8 (H, W, 3) array}`` as MLflow images at ``step`` (the run page shows them with
+        a step slider) unless this step's images were logged before; returns whether it logged them."""
+        tag = "uaafusion.image_steps"
+        done = self.client.get_run(run_id).data.tags.get(tag, "")
+        if str(step) in done.split(","):
+            return False
+        for key, image in images.items():
+            self.client.log_image(run_id, image, key=key, step=step)
+        self.client.set_tag(run_id, tag, ",".join(item for item in (done, str(step)) if item))
+        return True
 
-        The checkpoint holds state dicts and the constructor spec, so the registered models
-        load for any input size (``uaafusion fuse --model models:/uaafusion-fusion@champion``).
-        """
-        self.client.log_artifact(self.parent_run_id, str(checkpoint_path), "model")
-        source = f"runs:/{self.parent_run_id}/model"
-        versions = {}
-        for name in (FUSION_MODEL_NAME, SEGMENTER_MODEL_NAME):
-            try:
-                self.client.get_registered_model(name)
-            except Exception:  # noqa: BLE001 - not registered yet
-                self.client.create_registered_model(name, description="UAAFusion checkpoint (state dicts + spec).")
-            version = self.client.create_model_version(name, source, run_id=self.parent_run_id, await_creation_for=0)
-            self.client.set_registered_model_alias(name, MODEL_ALIAS, version.version)
-            versions[name] = version.version
-        return versions
+    def log_dataset(self, run_id: str, name: str, digest: str, source: str, profile: dict[str, Any],
+                    context: str) -> None:
+        """Log a dataset input (the runs table's Dataset column): ``context`` is ``training`` or ``test``."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(name=name, digest=digest, source_type="local", source=json.dumps({"uri": source}),
+                          profile=json.dumps(profile))
+        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
 
     def _experiment_id(self) -> str:
         name = experiment_name()
@@ -214,3 +302,4 @@ def _short(value: Any) -> str:
 
 def _metric_key(key: str) -> str:
     return "".join(character if character.isalnum() or character in "_-./ " else "_" for character in key)
+

@@ -3,7 +3,8 @@
 - :func:`colourise_map`: a float map ``(H, W)`` (weights, attention) through a matplotlib colour map;
 - :func:`segmentation_palette` / :func:`colourise_segmentation`: class ids ``(H, W)`` to a fixed palette
   (class 0, usually background, is black; unknown pixels (``ignore_index``) are white);
-- :func:`to_display_rgb`: any image (``uint8`` array or float tensor) as ``uint8 (H, W, 3)``.
+- :func:`to_display_rgb`: any image (``uint8`` array or float tensor) as ``uint8 (H, W, 3)``;
+- :func:`side_by_side`: pictures of one height in a row (the validation's sample panels).
 
 Everything returns ``uint8`` arrays ready for :func:`uaafusion.data.io.write_png` or ``imshow``.
 """
@@ -132,3 +133,17 @@ def to_display_rgb(image: np.ndarray | torch.Tensor) -> np.ndarray:
     if array.ndim == 3 and array.shape[-1] == 3:
         return array
     raise ValueError(f"expected an image (H, W) or (H, W, 3), got shape {array.shape}")
+
+
+def side_by_side(pictures: list[np.ndarray | torch.Tensor], gap: int = 2) -> np.ndarray:
+    """Pictures of the same height (anything :func:`to_display_rgb` takes) in one row, with ``gap`` white
+    columns between them -> ``uint8 (H, sum of widths + gaps, 3)``."""
+    shown = [to_display_rgb(picture) for picture in pictures]
+    heights = {picture.shape[0] for picture in shown}
+    if len(heights) != 1:
+        raise ValueError(f"side_by_side needs pictures of one height, got heights {sorted(heights)}")
+    spacer = np.full((shown[0].shape[0], gap, 3), 255, np.uint8)
+    row: list[np.ndarray] = []
+    for index, picture in enumerate(shown):
+        row += [spacer, picture] if index else [picture]
+    return np.concatenate(row, axis=1)

@@ -176,18 +176,20 @@ def test_fuse_cli_rejects_a_file_and_a_folder(tmp_path: Path, capsys: pytest.Cap
 
 def test_fuse_cli_loads_the_registered_champion(tmp_path: Path, checkpoint: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """``--model models:/uaafusion-fusion@champion`` and ``--run RUN_ID`` fetch the checkpoint from MLflow."""
+    """``--model models:/uaafusion@champion`` and ``--run RUN_ID`` fetch the checkpoint from MLflow."""
     pytest.importorskip("mlflow")
+    from uaafusion.config import TrackingConfig
+    from uaafusion.serving import register_model
     from uaafusion.tracking import PipelineTracker
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     tracker = PipelineTracker(project_root=tmp_path, pointer_path=tmp_path / "models" / "mlflow-run.json")
     run_id = tracker.start_parent("test", {"seed": 0})
-    tracker.register_models(checkpoint)
-    tracker.finish_parent()
+    register_model(tracker, checkpoint, TrackingConfig())
+    tracker.end_parent()
     ir_path = write_png(tmp_path / "ir.png", random_image(24, 27, False, 23))
     vi_path = write_png(tmp_path / "vi.png", random_image(24, 27, True, 24))
-    for source in (["--model", "models:/uaafusion-fusion@champion"], ["--run", run_id]):
+    for source in (["--model", "models:/uaafusion@champion"], ["--run", run_id]):
         out = tmp_path / f"fused_{source[0].strip('-')}.png"
         code = cli_main(["fuse", "--ir", str(ir_path), "--vi", str(vi_path), "--out", str(out),
                          "--project-root", str(tmp_path), "--device", "cpu", *source])
@@ -199,9 +201,9 @@ def test_parse_model_uri_forms() -> None:
     from uaafusion.inference import parse_model_uri
     from uaafusion.tracking import TrackingError
 
-    assert parse_model_uri("models:/uaafusion-fusion@champion") == ("uaafusion-fusion", "champion", True)
-    assert parse_model_uri("models:/uaafusion-fusion/3") == ("uaafusion-fusion", "3", False)
-    assert parse_model_uri("models:/uaafusion-fusion/latest") == ("uaafusion-fusion", "latest", False)
-    for bad in ("uaafusion-fusion@champion", "models:/", "models:/name/x/y", "models:/name/abc"):
+    assert parse_model_uri("models:/uaafusion@champion") == ("uaafusion", "champion", True)
+    assert parse_model_uri("models:/uaafusion/3") == ("uaafusion", "3", False)
+    assert parse_model_uri("models:/uaafusion/latest") == ("uaafusion", "latest", False)
+    for bad in ("uaafusion@champion", "models:/", "models:/name/x/y", "models:/name/abc"):
         with pytest.raises(TrackingError, match="models:/NAME@ALIAS"):
             parse_model_uri(bad)

@@ -292,11 +292,11 @@ def test_worker_runs_the_deployment_and_tracks_it_in_mlflow(stack: Stack) -> Non
     assert parent.info.run_name == "cpu-run"  # the Prefect flow run's name
     assert parent.data.tags["uaafusion.device"] == "cpu"
     assert parent.data.params["train.rounds"] == "1"
-    assert parent.data.params["report.samples"] == "1"  # deployment parameters reach the params
-    children = {run.data.tags["mlflow.runName"] for run in runs
+    children = {run.data.tags["mlflow.runName"]: run for run in runs
                 if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
     assert {"pretrain", "round-1/fusion", "round-1/segmentation", "round-1/validation",
-            "evaluate", "report"} <= children
+            "evaluate", "report"} <= set(children)
+    assert children["report"].data.params["report.samples"] == "1"  # deployment parameters reach the params
     assert list((project / "mlartifacts").rglob("uaafusion.pt"))
 
 

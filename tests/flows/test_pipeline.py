@@ -73,8 +73,8 @@ def test_pipeline_flow_runs_every_step_and_tracks_in_mlflow(project: Path, prefe
     assert parent.data.metrics["test_ours/mIoU-mIoU_vi"] == evaluate_metrics["ours/mIoU-mIoU_vi"]
     fusion_history = client.get_metric_history(children["round-1/fusion"].info.run_id, "loss")
     assert len(fusion_history) >= 2  # per step
-    # The registered models load for any input size.
-    version = client.get_model_version_by_alias("uaafusion-fusion", "champion")
+    # The registered pyfunc model is the champion (the first version).
+    version = client.get_model_version_by_alias("uaafusion", "champion")
     assert version.run_id == parent.info.run_id
 
 

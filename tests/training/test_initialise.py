@@ -71,6 +71,8 @@ def test_a_missing_source_names_the_param_and_the_file(tiny_data: Path, tmp_path
 
 def test_a_registered_model_is_a_source_and_a_resumed_run_keeps_its_own_state(
         tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from uaafusion.config import TrackingConfig
+    from uaafusion.serving import register_model
     from uaafusion.tracking import PipelineTracker
 
     monkeypatch.chdir(tmp_path)  # the default MLflow store is ./mlflow.db
@@ -78,10 +80,10 @@ def test_a_registered_model_is_a_source_and_a_resumed_run_keeps_its_own_state(
     checkpoint, fusion, _ = source_checkpoint(tmp_path / "source.pt", tiny_data)
     tracker = PipelineTracker(project_root=tmp_path, pointer_path=tmp_path / "models" / "mlflow-run.json")
     tracker.start_parent("source", {"seed": 123})
-    tracker.register_models(checkpoint)
-    tracker.finish_parent()
+    register_model(tracker, checkpoint, TrackingConfig())
+    tracker.end_parent()
 
-    params = tiny_params(tiny_data, **{"train.init_from": "models:/uaafusion-fusion@champion"})
+    params = tiny_params(tiny_data, **{"train.init_from": "models:/uaafusion@champion"})
     assert open_training(params, tmp_path / "probe").fusion.state_dict().keys() == fusion.state_dict().keys()
     assert_same_weights(open_training(params, tmp_path / "probe").fusion, fusion)
     run_training(params, tmp_path / "run")  # fine-tunes, then saves its own state

@@ -10,7 +10,7 @@ Any size, gray or colour; the output is an 8-bit PNG of the input size (colour: 
 ``--mode fast|exact`` and ``--tile-size`` (large images in tiles): docs/inference.md. The command is
 a thin shell over :class:`uaafusion.Fuser`.
 Models: ``--checkpoint`` (default ``models/uaafusion.pt``), ``--run MLFLOW_RUN_ID`` (the run's
-``model/uaafusion.pt`` artifact) or ``--model models:/uaafusion-fusion@champion`` (the registry).
+``model/uaafusion.pt`` artifact) or ``--model models:/uaafusion@champion`` (the registry).
 ``--save-maps`` adds ``NAME_weight_ir.png``, ``NAME_weight_vi.png``, ``NAME_attention.png`` (last
 stage) and ``NAME_segmentation.png`` (predicted classes of the fused image) under ``OUT_DIR/maps/``
 (folders) or beside the output file (a pair).
@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--run", metavar="MLFLOW_RUN_ID", default=None,
                         help="use the model/uaafusion.pt artifact of this MLflow run")
     source.add_argument("--model", metavar="MODEL_URI", default=None,
-                        help="a registered model, e.g. models:/uaafusion-fusion@champion")
+                        help="a registered model, e.g. models:/uaafusion@champion")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     parser.add_argument("--mode", choices=("fast", "exact"), default=None,
                         help="fast: one segmenter gradient shared by the stages; exact: what training computes "

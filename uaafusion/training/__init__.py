@@ -1,5 +1,6 @@
 """Training: alternating (or joint) schedule of the fusion network and the segmenter, resumable."""
 
+from uaafusion.training.context import training_params
 from uaafusion.training.stages import (
     export_models,
     fusion_stage,
@@ -10,6 +11,7 @@ from uaafusion.training.stages import (
     run_fingerprint,
     run_stage,
     run_training,
+    sample_panels_dir,
     segmentation_stage,
     training_units,
     validation_stage,
@@ -23,8 +25,10 @@ __all__ = [
     "pretrain_segmenter",
     "read_history",
     "run_fingerprint",
+    "training_params",
     "run_stage",
     "run_training",
+    "sample_panels_dir",
     "segmentation_stage",
     "training_units",
     "validation_stage",

@@ -73,18 +73,29 @@ class TrainingContext:
 
 
 def run_fingerprint(params: Params) -> str:
-    """Short hash of everything that changes a training run's result (not retries, device, report):
-    the params and the package's source code (:func:`package_source_digest`). A run folder is
-    resumed only by a run with the same fingerprint, so a run of changed code starts afresh instead
-    of resuming (or, when finished, re-exporting) what the old code trained."""
-    relevant = params.to_dict()
-    for section in ("device", "report", "evaluate", "outputs"):
-        relevant.pop(section, None)
-    relevant["train"].pop("retries", None)
-    relevant["data"].pop("num_workers", None)
+    """Short hash of everything that changes a training run's result (:func:`training_params`) and
+    of the package's source code (:func:`package_source_digest`). A run folder is resumed only by a
+    run with the same fingerprint, so a run of changed code starts afresh instead of resuming (or,
+    when finished, re-exporting) what the old code trained."""
+    relevant = training_params(params)
     relevant["code"] = package_source_digest()
     encoded = json.dumps(relevant, sort_keys=True).encode()
     return hashlib.sha256(encoded).hexdigest()[:12]
+
+
+NOT_TRAINING_SECTIONS = ("device", "report", "evaluate", "tracking", "outputs")
+NOT_TRAINING_KEYS = (("train", "retries"), ("data", "num_workers"))
+
+
+def training_params(params: Params) -> dict:
+    """The params that change a training run's result, nested as in ``params.yaml``: all but the
+    device, retries, loader workers and the evaluate, report, tracking and outputs sections."""
+    relevant = params.to_dict()
+    for section in NOT_TRAINING_SECTIONS:
+        relevant.pop(section, None)
+    for section, key in NOT_TRAINING_KEYS:
+        relevant[section].pop(key, None)
+    return relevant
 
 
 def source_digest(root: Path) -> str:

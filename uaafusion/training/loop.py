@@ -97,12 +97,14 @@ def finish_unit(context: TrainingContext, unit: str, phase: str, where: dict[str
            **{key: float(value) for key, value in metrics.items()}}
     context.progress.history.append(row)
     context.progress.completed.append(unit)
-    context.save()
-    (context.run_dir / "history.json").write_text(json.dumps(
-        {"units": context.progress.history, "steps": context.progress.steps}, indent=1))
+    # The sink before the save: a kill in between repeats the unit, whose metrics a sink that skips
+    # logged steps drops; after the save, a kill would lose them.
     context.sink(stage_run_name(unit),
                  {f"epoch_{key}" if phase != "validation" else key: value for key, value in metrics.items()},
                  context.progress.global_step)
+    context.save()
+    (context.run_dir / "history.json").write_text(json.dumps(
+        {"units": context.progress.history, "steps": context.progress.steps}, indent=1))
     LOGGER.info("%s: %s", unit, ", ".join(f"{key}={value:.4g}" for key, value in metrics.items()))
 
 

@@ -86,17 +86,22 @@ def joint_stage(params: Params, run_dir: Path, sink: MetricsSink | None = None) 
     return last
 
 
-def validation_stage(params: Params, run_dir: Path, round_index: int, sink: MetricsSink | None = None,
-                     samples_dir: Path | None = None) -> dict[str, float]:
-    """Fuse the test split and measure segmentation (mIoU on fused images) and fusion quality."""
+def validation_stage(params: Params, run_dir: Path, round_index: int, sink: MetricsSink | None = None) -> dict[str, float]:
+    """Fuse the test split and measure segmentation (mIoU on fused images) and fusion quality; the
+    sample panels go to :func:`sample_panels_dir`."""
     context = open_training(params, run_dir, sink)
     unit = f"round-{round_index}/validation"
     for row in context.progress.history:
         if row.get("unit") == unit:
             return {key: value for key, value in row.items() if isinstance(value, float)}
-    metrics = validate(context, samples_dir=samples_dir)
+    metrics = validate(context, samples_dir=sample_panels_dir(run_dir, round_index))
     finish_unit(context, unit, "validation", {"round": round_index}, metrics, scheduler=None)
     return metrics
+
+
+def sample_panels_dir(run_dir: Path, round_index: int) -> Path:
+    """Where the validation of round ``round_index`` writes its sample panels (``NAME.png``)."""
+    return Path(run_dir) / "samples" / f"round-{round_index}"
 
 
 def training_units(params: Params) -> list[tuple[str, int]]:
