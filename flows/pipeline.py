@@ -29,7 +29,8 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from uaafusion.config import Params, flatten, load_params  # noqa: E402
 from uaafusion.device import resolve_device  # noqa: E402
 from uaafusion.paths import ProjectPaths  # noqa: E402
-from uaafusion.tracking import FAILED, RUN_RECORD_NAME, PipelineTracker  # noqa: E402
+from uaafusion.tracking import FAILED, RUN_RECORD_NAME  # noqa: E402
+from uaafusion.tracking_journal import JOURNAL_NAME, JournaledTracker  # noqa: E402
 
 STEPS = ("prepare", "train", "evaluate", "report")
 DEFAULT_ROOT = Path(__file__).resolve().parents[1]
@@ -45,8 +46,13 @@ def _load(root: str, params_file: str, overrides: dict[str, Any] | None) -> tupl
     return params, ProjectPaths.at(root, params.outputs)
 
 
-def _tracker(paths: ProjectPaths) -> PipelineTracker:
-    return PipelineTracker(project_root=paths.root, pointer_path=paths.mlflow_pointer)
+def _tracker(paths: ProjectPaths, run_dir: str | None = None) -> JournaledTracker:
+    """The pipeline run's tracker; its journal (kept while the server is away) is in the training run's
+    folder: ``run_dir``, else the one the pointer file records."""
+    if run_dir is None and paths.mlflow_pointer.is_file():
+        run_dir = json.loads(paths.mlflow_pointer.read_text()).get("run_dir")
+    return JournaledTracker(project_root=paths.root, pointer_path=paths.mlflow_pointer,
+                            journal_path=Path(run_dir) / JOURNAL_NAME if run_dir else None)
 
 
 @task(name="prepare", cache_policy=NO_CACHE)
@@ -77,7 +83,7 @@ def start_tracking_task(root: str, params_file: str, overrides: dict[str, Any] |
     params, paths = _load(root, params_file, overrides)
     params_path = _params_path(root, params_file)
     device = resolve_device(params.device)
-    tracker = _tracker(paths)
+    tracker = _tracker(paths, run_dir)
     tags = {**run_tags(paths.root, params_path, device), "uaafusion.run_dir": run_dir,
             "uaafusion.schedule": params.train.schedule}
     parent = tracker.start_parent(choose_run_name(run_name, params_path), flatten(training_params(params)), tags,
@@ -104,7 +110,7 @@ def train_stage_task(root: str, params_file: str, overrides: dict[str, Any] | No
     from uaafusion.training import run_stage, sample_panels_dir
 
     params, paths = _load(root, params_file, overrides)
-    tracker = _tracker(paths)
+    tracker = _tracker(paths, run_dir)
     tracker.attach_parent()
 
     def sink(run_name: str, metrics: dict[str, float], step: int) -> None:
@@ -122,10 +128,7 @@ def train_stage_task(root: str, params_file: str, overrides: dict[str, Any] | No
     if stage == "validation" and metrics:
         panels = sample_panels_dir(Path(run_dir), round_index)
         if panels.is_dir():
-            from uaafusion.data.io import read_image
-
-            tracker.log_images(tracker.parent_run_id, {f"samples/{path.stem}": read_image(path)
-                                                       for path in sorted(panels.glob("*.png"))}, round_index)
+            tracker.log_image_folder(tracker.parent_run_id, panels, round_index)
         tracker.log_metrics(tracker.parent_run_id, {f"validation_{key}": value for key, value in metrics.items()},
                             round_index, once=True)
     get_run_logger().info("%s %s: %s", stage, round_index or "", metrics)
@@ -136,20 +139,20 @@ def train_stage_task(root: str, params_file: str, overrides: dict[str, Any] | No
 def export_task(root: str, params_file: str, overrides: dict[str, Any] | None, run_dir: str) -> str:
     """Write the checkpoint and the training curves; log the pyfunc model and register it (the alias
     ``champion`` moves only when this run is better on ``tracking.champion_metric``)."""
-    from uaafusion.serving import register_model
     from uaafusion.steps import write_training_curves
     from uaafusion.training import export_models, read_history
 
     params, paths = _load(root, params_file, overrides)
     checkpoint = export_models(params, Path(run_dir), paths.model_checkpoint)
     curves = write_training_curves(read_history(Path(run_dir)), paths.training_plots)
-    tracker = _tracker(paths)
+    tracker = _tracker(paths, run_dir)
     tracker.attach_parent()
-    registration = register_model(tracker, checkpoint, params.tracking)
+    registration = tracker.register(checkpoint, params.tracking.champion_metric, params.tracking.champion_goal)
     for path in curves.values():
         tracker.log_artifact(tracker.parent_run_id, path, "training")
-    get_run_logger().info("models written to %s; registered as version %s (%s)", checkpoint,
-                          registration.version, registration.reason)
+    get_run_logger().info("models written to %s; %s", checkpoint,
+                          f"registered as version {registration.version} ({registration.reason})" if registration
+                          else "registration journaled until the MLflow server answers")
     return str(checkpoint)
 
 
@@ -249,17 +252,19 @@ def pipeline(
         results["prepare"] = prepare_task(root, params_file, overrides)
     if "train" in chosen:
         from uaafusion.training import run_fingerprint, training_units
+        from uaafusion.training.lock import run_folder_lock
 
         run_dir = str(paths.run_dir(run_fingerprint(params)))
-        start_tracking_task(root, params_file, overrides, run_dir, run_name or _deployment_flow_run_name())
-        tracker = _tracker(paths)
-        tracker.attach_parent()
-        with tracker.running():  # the parent ends FINISHED, FAILED or KILLED with this step
-            retrying_stage = train_stage_task.with_options(retries=params.train.retries, retry_delay_seconds=1)
-            for stage, round_index in training_units(params):
-                results[f"{stage}-{round_index}"] = retrying_stage(root, params_file, overrides, run_dir, stage,
-                                                                   round_index)
-            results["models"] = export_task(root, params_file, overrides, run_dir)
+        with run_folder_lock(Path(run_dir)):  # a second process with the same params stops here
+            start_tracking_task(root, params_file, overrides, run_dir, run_name or _deployment_flow_run_name())
+            tracker = _tracker(paths, run_dir)
+            tracker.attach_parent()
+            with tracker.running():  # the parent ends FINISHED, FAILED or KILLED with this step
+                retrying_stage = train_stage_task.with_options(retries=params.train.retries, retry_delay_seconds=1)
+                for stage, round_index in training_units(params):
+                    results[f"{stage}-{round_index}"] = retrying_stage(root, params_file, overrides, run_dir, stage,
+                                                                       round_index)
+                results["models"] = export_task(root, params_file, overrides, run_dir)
     if "evaluate" in chosen:
         results["evaluate"] = evaluate_task(root, params_file, overrides)
     if "report" in chosen:

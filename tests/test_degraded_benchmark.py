@@ -153,10 +153,14 @@ def test_a_rerun_reuses_fused_images_until_the_checkpoint_changes(tmp_path: Path
     assert degraded_benchmark_step(params, paths) == first  # same numbers, nothing fused again
     assert {path: path.stat().st_mtime_ns for path in fused.rglob("*.png")} == stamps
     # Another model under the same name: its images are fused again, ours are reused.
+    from uaafusion.integrity import tensors_sha256
+    from uaafusion.models.checkpoint import DIGESTED_KEYS
+
     model = torch.load(tmp_path / "other" / "model.pt", weights_only=False)
     for tensor in model["fusion_state"].values():
         if tensor.is_floating_point():
             tensor.add_(0.01)
+    model["digest"] = tensors_sha256(*(model[key] for key in DIGESTED_KEYS))  # a genuinely other model
     torch.save(model, tmp_path / "other" / "model.pt")
     degraded_benchmark_step(params, paths)
     changed = {path.parent.name for path, stamp in stamps.items() if path.stat().st_mtime_ns != stamp}

@@ -19,6 +19,9 @@ from uaafusion.tracking import (
     RUN_RECORD_NAME,
     RUNNING,
     PipelineTracker,
+    RetryingClient,
+    store_root,
+    tracking_uri,
 )
 
 
@@ -157,3 +160,55 @@ def test_sample_images_are_logged_once_per_step(local_store: Path) -> None:
     assert tracker.log_images(run_id, {"samples/a": image}, step=2)
     pictures = [item.path for item in tracker.client.list_artifacts(run_id, "images") if item.path.endswith(".png")]
     assert len(pictures) == 3
+
+
+def test_a_queued_dvc_experiment_tracks_into_the_repository_it_came_from(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    repository = tmp_path / "repo"
+    copy = repository / ".dvc" / "tmp" / "exps" / "tmpk2x" / "sub" / "project"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    assert store_root(copy) == copy.resolve()
+    monkeypatch.setenv("DVC_ROOT", str(repository))
+    assert store_root(copy) == (repository / "sub" / "project").resolve()
+    assert store_root(repository / "sub") == (repository / "sub").resolve()  # an ordinary dvc repro
+    assert store_root(tmp_path / "elsewhere") == (tmp_path / "elsewhere").resolve()
+    assert tracking_uri(copy) == f"sqlite:///{(repository / 'sub' / 'project').resolve() / 'mlflow.db'}"
+    copy.mkdir(parents=True)
+    tracker = tracker_at(copy)
+    assert tracker.client.get_experiment(tracker.experiment_id).artifact_location == \
+        ((repository / "sub" / "project").resolve() / "mlartifacts").as_uri()
+
+
+def test_the_sqlite_store_uses_a_write_ahead_log(local_store: Path) -> None:
+    import sqlite3
+
+    tracker_at(local_store)
+    with contextlib.closing(sqlite3.connect(local_store / "mlflow.db")) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+class Flaky:
+    """Answers "database is locked" ``failures`` times, then ``"done"``; counts the calls."""
+
+    def __init__(self, failures: int, message: str = "(sqlite3.OperationalError) database is locked") -> None:
+        self.failures, self.message, self.calls = failures, message, 0
+
+    def write(self) -> str:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise RuntimeError(self.message)
+        return "done"
+
+
+def test_writes_to_a_locked_store_are_retried_with_backoff_and_other_errors_are_not() -> None:
+    flaky = Flaky(failures=3)
+    assert RetryingClient(flaky, attempts=4, first_delay=0.01).write() == "done" and flaky.calls == 4
+    hopeless = Flaky(failures=10)
+    with pytest.raises(RuntimeError, match="database is locked"):
+        RetryingClient(hopeless, attempts=3, first_delay=0.01).write()
+    assert hopeless.calls == 3
+    other = Flaky(failures=1, message="no such run")
+    with pytest.raises(RuntimeError, match="no such run"):
+        RetryingClient(other, first_delay=0.01).write()
+    assert other.calls == 1

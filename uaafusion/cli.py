@@ -16,7 +16,7 @@ from uaafusion.allocator import keep_freed_memory
 from uaafusion.errors import UAAFusionError
 
 # Each module exposes ``register(subparsers)``; its parser sets ``func`` (args -> exit code).
-COMMAND_MODULES: tuple[str, ...] = ("prepare", "degrade", "evaluate", "compare", "fuse", "report")
+COMMAND_MODULES: tuple[str, ...] = ("prepare", "degrade", "evaluate", "compare", "fuse", "report", "sync-tracking")
 COMMAND_ENTRY_POINTS = "uaafusion.commands"
 """Entry-point group of commands from other packages: each names a ``register(subparsers)`` function."""
 
@@ -38,7 +38,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         if command in (None, name):
-            importlib.import_module(f"uaafusion.commands.{name}").register(subparsers)
+            importlib.import_module(f"uaafusion.commands.{name.replace('-', '_')}").register(subparsers)
     for name, entry_point in plugin_commands().items():
         if command in (None, name):
             entry_point.load()(subparsers)

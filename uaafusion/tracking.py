@@ -1,8 +1,11 @@
 """MLflow tracking: one parent run per training run, nested runs per stage and round.
 
 The tracking URI defaults to ``sqlite:///<project root>/mlflow.db`` with artifacts under
-``<project root>/mlartifacts`` (independent of the current directory); ``MLFLOW_TRACKING_URI``
-overrides it (a shared server). An unreachable server fails fast with a message naming the URI.
+``<project root>/mlartifacts`` (independent of the current directory; a queued or ``--temp`` DVC
+experiment, which runs in a temporary copy of the repository, tracks into the repository it was
+started from: :func:`store_root`); ``MLFLOW_TRACKING_URI`` overrides it (a shared server). An
+unreachable server fails fast with a message naming the URI. The SQLite store is switched to WAL mode
+and writes that meet a locked database are retried with backoff, so parallel experiments share it.
 
 A training run's folder records its parent run (``mlflow-run.json``), so a run that is killed and
 started again continues the same parent and nested runs; metrics logged with ``once=True`` (the
@@ -13,6 +16,7 @@ run stays ``RUNNING`` after the process exits; the next step (or the rerun) reop
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -33,15 +37,38 @@ EXPERIMENT_NAME = "uaafusion"  # default; MLFLOW_EXPERIMENT_NAME chooses another
 EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
 RUN_RECORD_NAME = "mlflow-run.json"  # in a training run's folder: its parent run
 RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
+# A server that goes away costs one failed call (then uaafusion.tracking_journal keeps what it would
+# log and tries again every 30 s), not minutes of MLflow's own retries; a user's settings win.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 
 
 class TrackingError(UAAFusionError):
     """The MLflow tracking backend cannot be used."""
 
 
+DVC_TEMPORARY_WORKSPACES = (".dvc", "tmp", "exps")  # where DVC copies the repository for queued experiments
+
+
+def store_root(project_root: Path) -> Path:
+    """The folder of the default store (``mlflow.db``, ``mlartifacts/``): the project root, except in
+    a DVC queued or ``--temp`` experiment, whose project lies in a temporary copy of the repository
+    (``REPO/.dvc/tmp/exps/<copy>/...``) that DVC deletes afterwards: there, the same folder of the
+    repository the experiment came from (DVC sets ``DVC_ROOT`` to it)."""
+    root = Path(project_root).resolve()
+    repository = os.environ.get("DVC_ROOT")
+    if repository:
+        repository_root = Path(repository).resolve()
+        if root.is_relative_to(repository_root):
+            parts = root.relative_to(repository_root).parts
+            depth = len(DVC_TEMPORARY_WORKSPACES)
+            if parts[:depth] == DVC_TEMPORARY_WORKSPACES and len(parts) > depth:
+                return repository_root.joinpath(*parts[depth + 1:])
+    return root
+
+
 def tracking_uri(project_root: Path) -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else the project's SQLite file."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(project_root).resolve() / 'mlflow.db'}"
+    """``MLFLOW_TRACKING_URI`` if set, else the SQLite file in :func:`store_root`."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_root(project_root) / 'mlflow.db'}"
 
 
 def experiment_name() -> str:
@@ -105,9 +132,13 @@ class PipelineTracker:
         from mlflow import MlflowClient
 
         self.uri = self.uri or tracking_uri(self.project_root)
+        if self.uri.startswith(("http://", "https://")):
+            for variable, value in HTTP_DEFAULTS.items():
+                os.environ.setdefault(variable, value)
         check_reachable(self.uri)
-        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        self.client = RetryingClient(MlflowClient(tracking_uri=self.uri, registry_uri=self.uri))
         self.experiment_id = self._experiment_id()
+        use_write_ahead_log(self.uri)
 
     # -- parent run ------------------------------------------------------------------------
     def start_parent(self, run_name: str, params: dict[str, Any], tags: dict[str, str] | None = None,
@@ -129,7 +160,8 @@ class PipelineTracker:
         for key, value in all_tags.items():
             self.client.set_tag(self.parent_run_id, key, value)
         self.log_params(self.parent_run_id, params)
-        record = {"parent_run_id": self.parent_run_id, "tracking_uri": self.uri, "experiment_id": self.experiment_id}
+        record = {"parent_run_id": self.parent_run_id, "tracking_uri": self.uri, "experiment_id": self.experiment_id,
+                  "run_dir": str(run_record.parent) if run_record is not None else None}
         for path in (run_record, self.pointer_path):
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -155,7 +187,7 @@ class PipelineTracker:
     def running(self) -> Iterator[str]:
         """Mark the parent ``RUNNING`` for one pipeline step; end it (and its open nested runs)
         ``FINISHED``, ``FAILED`` on an error, or ``KILLED`` when interrupted (Ctrl-C, SIGTERM)."""
-        self.client.update_run(self.parent_run_id, status=RUNNING)
+        self.reopen_parent()
         try:
             yield self.parent_run_id
         except (KeyboardInterrupt, SystemExit):
@@ -165,6 +197,9 @@ class PipelineTracker:
             self.end_parent(FAILED)
             raise
         self.end_parent(FINISHED)
+
+    def reopen_parent(self) -> None:
+        self.client.update_run(self.parent_run_id, status=RUNNING)
 
     def end_parent(self, status: str = FINISHED) -> None:
         """End the open nested runs and the parent with ``status``."""
@@ -242,10 +277,12 @@ class PipelineTracker:
                 last = self._last_step(run_id, name)
                 if last is not None and step <= last:
                     continue
-                self._last_steps[(run_id, name)] = step
             items.append(Metric(name, float(value), timestamp, step))
         if items:
             self.client.log_batch(run_id, metrics=items)
+        if once:  # only once they are logged (a failed call is tried again)
+            for item in items:
+                self._last_steps[(run_id, item.key)] = step
 
     def _last_step(self, run_id: str, key: str) -> int | None:
         if (run_id, key) not in self._last_steps:
@@ -272,6 +309,13 @@ class PipelineTracker:
         self.client.set_tag(run_id, tag, ",".join(item for item in (done, str(step)) if item))
         return True
 
+    def log_image_folder(self, run_id: str, folder: Path, step: int) -> bool:
+        """:meth:`log_images` of every ``NAME.png`` in ``folder`` under the key ``samples/NAME``."""
+        from uaafusion.data.io import read_image
+
+        return self.log_images(run_id, {f"samples/{path.stem}": read_image(path)
+                                        for path in sorted(Path(folder).glob("*.png"))}, step)
+
     def log_dataset(self, run_id: str, name: str, digest: str, source: str, profile: dict[str, Any],
                     context: str) -> None:
         """Log a dataset input (the runs table's Dataset column): ``context`` is ``training`` or ``test``."""
@@ -291,8 +335,53 @@ class PipelineTracker:
             return experiment.experiment_id
         artifact_location = None
         if self.uri.startswith("sqlite:///"):
-            artifact_location = (Path(self.project_root).resolve() / "mlartifacts").as_uri()
+            artifact_location = (Path(self.uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
         return self.client.create_experiment(name, artifact_location=artifact_location, tags={key: kind})
+
+
+LOCKED_MESSAGE = "database is locked"
+
+
+class RetryingClient:
+    """An ``MlflowClient`` whose calls are retried with exponential backoff (``attempts`` times from
+    ``first_delay`` seconds) when SQLite answers "database is locked" (another experiment writing):
+    the failed transaction was rolled back, so a retry is safe."""
+
+    def __init__(self, client: Any, attempts: int = 8, first_delay: float = 0.25) -> None:
+        self.client, self.attempts, self.first_delay = client, attempts, first_delay
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.client, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            delay = self.first_delay
+            for _ in range(self.attempts - 1):
+                try:
+                    return attribute(*args, **kwargs)
+                except Exception as error:
+                    if LOCKED_MESSAGE not in str(error):
+                        raise
+                time.sleep(delay)
+                delay *= 2
+            return attribute(*args, **kwargs)  # the last attempt's error reaches the caller
+
+        return call
+
+
+def use_write_ahead_log(uri: str) -> None:
+    """Switch a SQLite store to WAL mode (kept in the file): readers no longer block the writers of a
+    parallel experiment. Best effort: a store busy right now is switched by a later run."""
+    if not uri.startswith("sqlite:///"):
+        return
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(uri[len("sqlite:///"):], timeout=5)) as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.Error:
+        pass
 
 
 def _short(value: Any) -> str:

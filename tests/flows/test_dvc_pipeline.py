@@ -84,3 +84,42 @@ def test_dvc_experiment_with_changed_param(clone: tuple[Path, dict[str, str]]) -
     _run(["dvc", "exp", "run", "-S", "train.rounds=2"], root, environment)
     table = json.loads(_run(["dvc", "exp", "show", "--json"], root, environment))
     assert "train.rounds" in json.dumps(table) or '"rounds": 2' in json.dumps(table)
+
+
+def _queue_status(root: Path, environment: dict[str, str]) -> str:
+    return _run(["dvc", "queue", "status"], root, environment)
+
+
+@pytest.mark.slow
+def test_queued_experiments_run_two_at_once_and_track_into_the_repository(clone: tuple[Path, dict[str, str]]) -> None:
+    """`dvc queue start -j 2`: both experiments run in temporary copies of the repository at once, share
+    its SQLite store (each its own FINISHED parent run and run folder) and leave their runs in it."""
+    import time
+
+    from mlflow import MlflowClient
+
+    root, environment = clone
+    names = ("queued-a", "queued-b")
+    for seed, name in zip((11, 12), names):
+        _run(["dvc", "exp", "run", "--queue", "-S", f"seed={seed}", "-n", name], root, environment)
+    try:
+        _run(["dvc", "queue", "start", "-j", "2"], root, environment)
+        deadline = time.monotonic() + 1200
+        while any(state in (status := _queue_status(root, environment)) for state in ("Queued", "Running")):
+            assert time.monotonic() < deadline, status
+            time.sleep(5)
+        logs = "\n".join(_run(["dvc", "queue", "logs", name], root, environment)[-3000:] for name in names)
+        assert status.count("Success") >= 2 and "Failed" not in status, f"{status}\n{logs}"
+    finally:
+        subprocess.run(["dvc", "queue", "stop", "--kill"], cwd=root, env=environment, capture_output=True, timeout=120)
+    assert not list((root / ".dvc" / "tmp" / "exps").glob("*/mlflow.db"))
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("uaafusion")
+    parents = {run.info.run_name: run for run in client.search_runs([experiment.experiment_id])
+               if "mlflow.parentRunId" not in run.data.tags and run.info.run_name in names}
+    assert sorted(parents) == sorted(names)
+    assert {run.info.status for run in parents.values()} == {"FINISHED"}
+    assert {run.data.params["seed"] for run in parents.values()} == {"11", "12"}
+    assert len({run.data.tags["uaafusion.run_dir"] for run in parents.values()}) == 2
+    for run in parents.values():  # the artifacts are in the repository's store too
+        assert client.list_artifacts(run.info.run_id, "model")

@@ -7,18 +7,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from tests.flows.mlflow_server import Server
 from tests.helpers import write_tiny_params
 
 pytestmark = pytest.mark.slow
@@ -118,42 +116,13 @@ def test_a_run_killed_and_started_again_is_one_finished_parent_with_each_step_on
         assert sorted(metric.step for metric in client.get_metric_history(parents[0].info.run_id, key)) == [1, 2]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture()
 def mlflow_server(tmp_path: Path):
     """A real ``mlflow server`` on loopback (SQLite store, proxied artifacts); yields its URI."""
-    port = _free_port()
-    uri = f"http://127.0.0.1:{port}"
-    log = (tmp_path / "mlflow-server.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts")],
-        cwd=tmp_path, env=_environment(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not start:\n{(tmp_path / 'mlflow-server.log').read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                time.sleep(0.5)
-        yield uri
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-        log.close()
+    server = Server(tmp_path, _environment())
+    server.start()
+    yield server.uri
+    server.stop()
 
 
 def test_a_run_against_an_mlflow_server_holds_its_own_artifacts(tmp_path: Path, mlflow_server: str) -> None:

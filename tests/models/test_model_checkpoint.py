@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -116,3 +118,21 @@ def test_older_checkpoints_load_without_the_removed_guard_and_one_that_used_it_i
     spec["fusion"]["guard_classes"] = [2]
     with pytest.raises(TrainingError, match="infrared guard.*archive/msrs-investigation"):
         load_models(save_models(tmp_path / "guarded.pt", fusion, segmenter, spec=spec))
+
+
+def test_a_checkpoint_whose_weights_changed_after_saving_is_refused(tmp_path: Path) -> None:
+    """The digest inside the file: a still readable file with other weights is never used silently."""
+    from tests.commands.test_fuse import make_tiny_models
+
+    fusion, segmenter = make_tiny_models()
+    path = save_models(tmp_path / "uaafusion.pt", fusion, segmenter)
+    load_models(path)
+    content = torch.load(path, weights_only=True)
+    name = next(iter(content["segmenter_state"]))
+    content["segmenter_state"][name] = content["segmenter_state"][name] + 1e-3
+    torch.save(content, path)
+    with pytest.raises(DataError, match=rf"{path}: the weights no longer match the digest"):
+        load_models(path)
+    del content["digest"]  # a checkpoint written before digests: loads as before
+    torch.save(content, path)
+    load_models(path)

@@ -246,3 +246,42 @@ def test_run_fingerprint_follows_params_and_source_code(tiny_data: Path, tmp_pat
     assert stages.source_digest(package) == first
     (package / "models" / "extra.py").write_text("")
     assert stages.source_digest(package) != first
+
+
+def test_a_damaged_training_state_falls_back_to_the_one_before_and_two_damaged_ones_stop(
+        tiny_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from uaafusion.integrity import previous_path
+    from uaafusion.training import open_training, pretrain_segmenter
+
+    params = tiny_params(tiny_data, **{"train.pretrain_epochs": 2})
+    run_dir = tmp_path / "run"
+    pretrain_segmenter(params, run_dir)
+    state = run_dir / STATE_FILE_NAME
+    state.write_bytes(state.read_bytes()[:1000])  # truncated, as by a crash of the disk
+    with caplog.at_level("WARNING"):
+        context = open_training(params, run_dir)
+    assert context.progress.completed == ["pretrain/epoch-1"]  # the state before: epoch 2 is trained again
+    assert f"{state}: its SHA-256" in caplog.text and "trying the state before it" in caplog.text
+    previous = previous_path(state)
+    previous.write_bytes(b"not a checkpoint")
+    with pytest.raises(TrainingError, match=rf"every saved training state is damaged:\n  {state}.*\n  {previous}"):
+        open_training(params, run_dir)
+
+
+def test_a_damaged_weight_store_is_computed_again(tiny_data: Path, tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    from uaafusion.training.round_stores import _kept_in_run_folder
+
+    calls = []
+
+    def compute() -> dict[str, torch.Tensor]:
+        calls.append(1)
+        return {"day_0000": torch.full((1, 4, 4), 0.25)}
+
+    path = tmp_path / "weights-round-1.pt"
+    assert torch.equal(_kept_in_run_folder(path, compute)["day_0000"], _kept_in_run_folder(path, compute)["day_0000"])
+    assert len(calls) == 1
+    path.write_bytes(path.read_bytes()[:-10])
+    with caplog.at_level("WARNING"):
+        assert float(_kept_in_run_folder(path, compute)["day_0000"].mean()) == 0.25
+    assert len(calls) == 2 and f"{path}: its SHA-256" in caplog.text and "computing it again" in caplog.text

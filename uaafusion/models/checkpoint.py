@@ -5,17 +5,17 @@ tensors), so it loads with ``torch.load(weights_only=True)``::
 
     {"format": "uaafusion-models", "version": 1,
      "spec": {"segmenter": {create_segmenter kwargs}, "fusion": {"name": ..., constructor kwargs}},
-     "fusion_state": {...}, "segmenter_state": {...}, "extra": {...}}
+     "fusion_state": {...}, "segmenter_state": {...}, "extra": {...}, "digest": "sha256 hex"}
 
 Models are rebuilt from ``spec`` (so they work at any input size) and their weights loaded
 strictly. Files are written atomically (temporary file in the same folder, then ``os.replace``).
+``digest`` (:func:`uaafusion.integrity.tensors_sha256` of spec, weights and extra) travels inside the
+file, also through MLflow: a file whose content no longer matches it is refused (older files without
+one still load).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,11 +25,13 @@ from torch import nn
 
 from uaafusion.device import resolve_device
 from uaafusion.errors import ConfigError, DataError, TrainingError
+from uaafusion.integrity import tensors_sha256, write_atomically
 from uaafusion.models.registry import create_fusion_model
 from uaafusion.models.segmentation import create_segmenter
 
 CHECKPOINT_FORMAT = "uaafusion-models"
 CHECKPOINT_VERSION = 1
+DIGESTED_KEYS = ("spec", "fusion_state", "segmenter_state", "extra")
 
 
 @dataclass
@@ -106,18 +108,9 @@ def save_models(
         "segmenter_state": {key: value.detach().cpu() for key, value in segmenter.state_dict().items()},
         "extra": extra,
     }
+    content["digest"] = tensors_sha256(*(content[key] for key in DIGESTED_KEYS))
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(content, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+    write_atomically(path, lambda stream: torch.save(content, stream))
     return path
 
 
@@ -162,6 +155,9 @@ def load_models(path: str | Path, map_location: str | torch.device = "cpu") -> L
         raise TrainingError(
             f"{path}: checkpoint version {content.get('version')!r} is not supported (expected {CHECKPOINT_VERSION})."
         )
+    if "digest" in content and tensors_sha256(*(content.get(key) for key in DIGESTED_KEYS)) != content["digest"]:
+        raise DataError(f"{path}: the weights no longer match the digest written with them: the file is damaged. "
+                        "Restore it, or export it again from its run folder (`uaafusion train` with the same params).")
     spec = content.get("spec")
     if not isinstance(spec, dict) or not isinstance(spec.get("segmenter"), dict) or not isinstance(spec.get("fusion"), dict):
         raise TrainingError(f"{path}: checkpoint has no usable model spec.")

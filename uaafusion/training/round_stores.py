@@ -8,6 +8,7 @@ training crop (docs/method.md §1).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,12 +16,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm import tqdm
 
+from uaafusion.integrity import DamagedFileError, load_verified, save_verified
 from uaafusion.models import exact_inference
 from uaafusion.training.context import TrainingContext
-from uaafusion.training.state import save_atomically
 
 if TYPE_CHECKING:
     from uaafusion.attribution import WeightCache
+
+LOGGER = logging.getLogger(__name__)
 
 
 def attribution_mask(fusion: torch.nn.Module, segmenter: torch.nn.Module, ir: torch.Tensor, vi: torch.Tensor,
@@ -85,11 +88,15 @@ def _compute_weights(context: TrainingContext) -> WeightCache:
 
 def _kept_in_run_folder(path: Path, compute: Callable[[], dict[str, torch.Tensor]]) -> Mapping[str, torch.Tensor]:
     """A per-round store of tensors by image name: loaded from ``path`` when a run (or the round's
-    other stage) has kept it there, else made by ``compute()`` and kept there for the next reader."""
+    other stage) has kept it there, else made by ``compute()`` and kept there for the next reader. A
+    damaged store (truncated, changed, no digest) is made again, with a warning naming it."""
     if path.is_file():
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return load_verified(path)
+        except DamagedFileError as error:
+            LOGGER.warning("%s; computing it again", error)
     store = compute()
-    save_atomically(store, path)
+    save_verified(store, path)
     return store
 
 

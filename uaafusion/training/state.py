@@ -1,14 +1,16 @@
 """Resumable training state: models, optimisers, schedules, RNG and progress in one file.
 
-The state is saved atomically after every completed unit (an epoch of a stage, a validation).
+The state is saved atomically after every completed unit (an epoch of a stage, a validation), with
+its digest beside it and the state before it kept (:func:`uaafusion.integrity.save_verified`).
 A run killed at any point restarts from the last saved unit and, because data order and crops
-are seeded per unit, ends with the same result as a run that was never interrupted.
+are seeded per unit, ends with the same result as a run that was never interrupted. A state that
+is damaged (truncated, changed, no digest) is never used: the run falls back to the one before it.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,9 @@ import numpy as np
 import torch
 
 from uaafusion.errors import TrainingError
+from uaafusion.integrity import DamagedFileError, load_verified, previous_path, save_verified
+
+LOGGER = logging.getLogger(__name__)
 
 STATE_FILE_NAME = "training-state.pt"
 
@@ -67,38 +72,41 @@ def save_state(run_dir: Path, objects: TrainingObjects) -> Path:
             "python": json.dumps(random.getstate()),
         },
     }
-    return save_atomically(payload, path)
-
-
-def save_atomically(payload: Any, path: Path) -> Path:
-    """``torch.save`` ``payload`` to ``path`` so that a kill leaves the old file or the new one, never
-    half of one (a temporary file beside it, synced, then renamed)."""
-    temporary = path.with_suffix(".tmp")
-    torch.save(payload, temporary)
-    with open(temporary, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    return path
+    return save_verified(payload, path, keep_previous=True)
 
 
 def load_state(run_dir: Path, objects: TrainingObjects) -> bool:
-    """Restore ``objects`` from ``run_dir`` if a state file exists; returns whether it did."""
+    """Restore ``objects`` from ``run_dir`` if a state file exists; returns whether it did. A damaged
+    state is skipped (with a warning naming it) for the previous one; when both are damaged, the
+    :class:`TrainingError` names them."""
     path = run_dir / STATE_FILE_NAME
-    if not path.is_file():
+    candidates = [candidate for candidate in (path, previous_path(path)) if candidate.is_file()]
+    if not candidates:
         return False
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-        objects.fusion.load_state_dict(payload["fusion"])
-        objects.segmenter.load_state_dict(payload["segmenter"])
-        for name, optimizer in objects.optimizers.items():
-            optimizer.load_state_dict(payload["optimizers"][name])
-        for name, scheduler in objects.schedulers.items():
-            scheduler.load_state_dict(payload["schedulers"][name])
-    except Exception as error:  # noqa: BLE001 - any failure here means the file cannot be used
-        raise TrainingError(
-            f"{path}: the training checkpoint cannot be loaded ({error}). It does not match these "
-            f"params or is damaged; delete {run_dir} to start this run from scratch."
-        ) from error
+    problems = []
+    for candidate in candidates:
+        try:
+            payload = load_verified(candidate, weights_only=False)
+        except DamagedFileError as error:
+            problems.append(str(error))
+            LOGGER.warning("%s%s", error, "; trying the state before it" if candidate == path else "")
+            continue
+        try:
+            objects.fusion.load_state_dict(payload["fusion"])
+            objects.segmenter.load_state_dict(payload["segmenter"])
+            for name, optimizer in objects.optimizers.items():
+                optimizer.load_state_dict(payload["optimizers"][name])
+            for name, scheduler in objects.schedulers.items():
+                scheduler.load_state_dict(payload["schedulers"][name])
+        except Exception as error:  # noqa: BLE001 - any failure here means the file cannot be used
+            raise TrainingError(
+                f"{candidate}: the training checkpoint cannot be loaded ({error}). It does not match these "
+                f"params; delete {run_dir} to start this run from scratch."
+            ) from error
+        break
+    else:
+        raise TrainingError("every saved training state is damaged:\n  " + "\n  ".join(problems) +
+                            f"\nDelete {run_dir} to start this run from scratch.")
     progress = json.loads(payload["progress"])
     objects.progress.completed = list(progress["completed"])
     objects.progress.history = list(progress["history"])
