@@ -80,12 +80,19 @@ def test_fuse_folder_prefetches_the_next_pairs_and_records_failures(two_stage_ch
     reader_threads: set[str] = set()
     original_read, original_fuse = fuser_module.read_pair, Fuser.fuse_pair
 
+    second_pair_read = threading.Event()
+
     def recording_read(job):
         reader_threads.add(threading.current_thread().name)
         events.append(f"read {job.name}")
+        if job.name == "p1":
+            second_pair_read.set()
         return original_read(job)
 
     def recording_fuse(self, ir, vi, segment=False):
+        # With prefetching the reader takes the second pair while the first is fused; give a busy
+        # machine's scheduler time to show it (without prefetching, nothing reads it in the meantime).
+        second_pair_read.wait(timeout=10)
         events.append("fuse start")
         return original_fuse(self, ir, vi, segment)
 

@@ -63,3 +63,27 @@ def test_the_weights_digest_follows_every_value() -> None:
     assert tensors_sha256(weights, {"x": 1}) != tensors_sha256({**weights, "b": torch.tensor(4)}, {"x": 1})
     assert tensors_sha256(weights, {"x": 1}) != tensors_sha256(weights, {"x": 2})
     assert tensors_sha256(weights) != tensors_sha256({**weights, "a": torch.ones(2, 2, dtype=torch.float64)})
+
+
+def test_an_image_that_fails_half_way_leaves_the_old_one_and_a_rerun_replaces_a_killed_writers_leftover(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from uaafusion.data.io import read_image, write_png
+
+    path = write_png(tmp_path / "fused" / "day_0001.png", np.full((4, 6), 7, np.uint8))
+    original = Image.Image.save
+
+    def failing_save(self, stream, *args, **kwargs) -> None:
+        stream.write(b"\x89PNG half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", failing_save)
+    with pytest.raises(OSError):
+        write_png(path, np.full((4, 6), 9, np.uint8))
+    monkeypatch.setattr(Image.Image, "save", original)
+    assert int(read_image(path).max()) == 7 and sorted(item.name for item in path.parent.iterdir()) == [path.name]
+    (path.parent / f".{path.name}.tmp").write_bytes(b"left by a process killed while writing")
+    write_png(path, np.full((4, 6), 9, np.uint8))
+    assert int(read_image(path).max()) == 9 and sorted(item.name for item in path.parent.iterdir()) == [path.name]

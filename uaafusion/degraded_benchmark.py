@@ -27,6 +27,7 @@ from uaafusion.config import Params
 from uaafusion.method_names import BASELINE_METHODS, OUR_METHOD, PIPELINE_METHODS
 from uaafusion.paths import ProjectPaths
 from uaafusion.steps import fuse_dataset, with_absolute_data_root
+from uaafusion.integrity import write_text_atomically
 
 if TYPE_CHECKING:
     from uaafusion.data.datasets import LayoutFolders
@@ -120,7 +121,7 @@ def _fused_or_reused(dataset: Any, params: Params, checkpoint: Path, checkpoint_
     record_path.unlink(missing_ok=True)
     folders = fuse_dataset(dataset, params, checkpoint, out_root, f"fusing {set_folder.name} ({name})", name=name,
                            baselines=baselines)
-    record_path.write_text(json.dumps(record, indent=1) + "\n")
+    write_text_atomically(record_path, json.dumps(record, indent=1) + "\n")
     return folders
 
 
@@ -162,12 +163,12 @@ def degraded_benchmark_step(params: Params, paths: ProjectPaths) -> dict[str, An
                     segmenter=segmenters[name], num_classes=params.data.num_classes,
                     class_names=list(params.data.class_names), ignore_index=params.data.ignore_index,
                     device=str(device), progress=False, reference_ir_dir=clean.ir, reference_vi_dir=clean.vi)
-        (out_root / "evaluation.json").write_text(json.dumps(results, indent=1))
+        write_text_atomically(out_root / "evaluation.json", json.dumps(results, indent=1))
         comparison = compare_methods(results, OUR_METHOD, skip_unpaired=True)
         document["sets"][kind] = {"mean": {method: result["mean"] for method, result in results.items()},
                                   "comparison": comparison.to_json()}
     paths.reports.mkdir(parents=True, exist_ok=True)
-    paths.degraded.write_text(json.dumps(document, indent=1) + "\n")
+    write_text_atomically(paths.degraded, json.dumps(document, indent=1) + "\n")
     return document
 
 

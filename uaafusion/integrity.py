@@ -1,5 +1,8 @@
 """Files the pipeline writes for itself, written so that they are whole or absent and checked when read.
 
+:func:`write_atomically` (and :func:`write_text_atomically`) is how every output is written: a
+temporary file beside it, synced, then renamed, so a kill leaves the old file or the new one.
+
 :func:`save_verified` writes a ``torch.save`` file atomically (a temporary file beside it, synced, then
 renamed) with its SHA-256 beside it (``NAME.sha256``), optionally keeping the version it replaces as
 ``STEM.previous.SUFFIX``; a failed write (a full disk) removes the temporary file and leaves the old
@@ -12,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +47,12 @@ def file_sha256(path: Path) -> str:
 
 
 def write_atomically(path: Path, write: Any) -> None:
-    """Call ``write(binary stream)`` on a temporary file beside ``path``, sync it and rename it to ``path``;
-    on any failure the temporary file is removed and ``path`` is untouched."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Call ``write(binary stream)`` on the temporary file ``.NAME.tmp`` beside ``path``, sync it and rename
+    it to ``path``; on any failure the temporary file is removed and ``path`` is untouched. The temporary
+    name is fixed, so a rerun after a kill overwrites what the killed process left."""
+    temporary = path.with_name(f".{path.name}.tmp")
     try:
-        with os.fdopen(handle, "wb") as stream:
+        with open(temporary, "wb") as stream:
             write(stream)
             stream.flush()
             os.fsync(stream.fileno())
@@ -58,6 +61,14 @@ def write_atomically(path: Path, write: Any) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+def write_text_atomically(path: Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`write_atomically`: a reader (or a rerun after a
+    kill) finds the old file or the new one, never half of one."""
+    path = Path(path)
+    write_atomically(path, lambda stream: stream.write(text.encode("utf-8")))
+    return path
 
 
 def save_verified(payload: Any, path: Path, keep_previous: bool = False) -> Path:

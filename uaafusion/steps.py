@@ -16,6 +16,7 @@ from tqdm import tqdm
 from uaafusion.config import Params
 from uaafusion.method_names import BASELINE_METHODS, BASELINES, OUR_METHOD
 from uaafusion.paths import ProjectPaths
+from uaafusion.integrity import write_text_atomically
 
 LOGGER = logging.getLogger(__name__)
 
@@ -169,11 +170,11 @@ def evaluate_step(params: Params, paths: ProjectPaths) -> dict[str, dict[str, fl
             ignore_index=params.data.ignore_index, device=str(device),
         )
     paths.reports.mkdir(parents=True, exist_ok=True)
-    paths.evaluation.write_text(json.dumps(results, indent=1))
+    write_text_atomically(paths.evaluation, json.dumps(results, indent=1))
     means = {method: result["mean"] for method, result in results.items()}
-    paths.metrics.write_text(json.dumps(means, indent=2))
+    write_text_atomically(paths.metrics, json.dumps(means, indent=2))
     comparison = compare_methods(results, OUR_METHOD, skip_unpaired=True)
-    paths.comparison.write_text(json.dumps(comparison.to_json(), indent=1))
+    write_text_atomically(paths.comparison, json.dumps(comparison.to_json(), indent=1))
     if params.evaluate.generalisation:
         generalisation_step(params, paths)
     elif paths.generalisation.exists():
@@ -206,7 +207,7 @@ def generalisation_step(params: Params, paths: ProjectPaths) -> dict[str, dict[s
             LOGGER.info("scoring %s on %s", method, name)
             results[name]["methods"][method] = evaluate_folders(sources.ir, sources.vi, fused_dir)
     paths.reports.mkdir(parents=True, exist_ok=True)
-    paths.generalisation.write_text(json.dumps(results, indent=1))
+    write_text_atomically(paths.generalisation, json.dumps(results, indent=1))
     return {name: {method: result["mean"] for method, result in entry["methods"].items()}
             for name, entry in results.items()}
 

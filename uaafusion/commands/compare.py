@@ -97,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         document = {**comparison.to_json(), **settings, "select": args.select, "inputs": args.results}
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+        from uaafusion.integrity import write_text_atomically
+
+        write_text_atomically(args.out, json.dumps(document, indent=2, allow_nan=False) + "\n")
         print(f"\nwrote {args.out}")
     return 0

@@ -123,7 +123,9 @@ def run(args: argparse.Namespace) -> int:
         "seconds": round(seconds, 3),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+    from uaafusion.integrity import write_text_atomically
+
+    write_text_atomically(args.out, json.dumps(document, indent=2, allow_nan=False) + "\n")
     print(format_table(results))
     print(f"wrote {args.out} ({seconds:.1f} s)")
     return 0

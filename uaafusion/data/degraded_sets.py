@@ -28,6 +28,7 @@ from uaafusion.data.degrade import DEGRADATIONS, check_kinds, check_severity, de
 from uaafusion.data.io import is_gray, read_image, to_gray_uint8, write_image
 from uaafusion.data.pairs import find_pairs, index_images
 from uaafusion.errors import ConfigError, DataError
+from uaafusion.integrity import write_text_atomically
 
 MANIFEST_NAME = "degradation.json"
 """The file in each degraded folder that says how it was made."""
@@ -65,7 +66,7 @@ def degrade_folders(ir_dir: str | Path, vi_dir: str | Path, out_dir: str | Path,
         manifest = {"kinds": list(kinds), "severity": severity, "seed": seed, "ir": str(ir_dir), "vi": str(vi_dir),
                     "depth": str(depth_dir) if depth_dir is not None else None, "count": len(pairs),
                     "degraded": sorted(touched)}
-        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
+        write_text_atomically(staging / MANIFEST_NAME, json.dumps(manifest, indent=1) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir) if out_dir.is_dir() else out_dir.unlink()
         out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -163,5 +164,5 @@ def build_degraded_benchmark(layout: str, split_dir: Path, out_root: Path, kinds
     sets = dict(zip(kinds, folders))
     summary = {"root": str(out_root), "source": str(split_dir), "severity": severity, "seed": seed, "sets": sets,
                "pairs": len(names) if names is not None else "all"}
-    (out_root / MANIFEST_NAME).write_text(json.dumps(summary, indent=1) + "\n")
+    write_text_atomically(out_root / MANIFEST_NAME, json.dumps(summary, indent=1) + "\n")
     return summary

@@ -16,6 +16,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from uaafusion.errors import DataError
+from uaafusion.integrity import write_atomically
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -79,12 +80,13 @@ def read_label_image(path: str | Path) -> np.ndarray:
 
 
 def write_png(path: str | Path, array: np.ndarray) -> Path:
-    """Write ``uint8`` gray ``(H, W)`` or RGB ``(H, W, 3)`` as PNG, creating parent folders."""
+    """Write ``uint8`` gray ``(H, W)`` or RGB ``(H, W, 3)`` as PNG, creating parent folders; atomically
+    (:func:`uaafusion.integrity.write_atomically`: a kill never leaves half an image)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if array.dtype != np.uint8:
         raise TypeError(f"write_png expects uint8, got {array.dtype} for {path}")
-    Image.fromarray(array).save(path, format="PNG")
+    write_atomically(path, lambda stream: Image.fromarray(array).save(stream, format="PNG"))
     return path
 
 
@@ -107,7 +109,8 @@ def write_image(path: str | Path, array: np.ndarray) -> Path:
     suffix = path.suffix.lower()
     options = ({"quality": JPEG_QUALITY} if suffix in (".jpg", ".jpeg")
                else {"compress_level": PNG_COMPRESS_LEVEL} if suffix == ".png" else {})
-    Image.fromarray(array).save(path, **options)
+    image_format = Image.registered_extensions()[suffix]
+    write_atomically(path, lambda stream: Image.fromarray(array).save(stream, format=image_format, **options))
     return path
 
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from uaafusion.config import SyntheticConfig
 from uaafusion.data.io import write_png
+from uaafusion.integrity import write_text_atomically
 
 LOGGER = logging.getLogger(__name__)
 
@@ -490,6 +491,6 @@ def write_synthetic_dataset(config: SyntheticConfig, root: str | Path) -> dict[s
                                       for i, name in enumerate(CLASS_NAMES)},
         }
     write_png(root / "montage.png", montage(montage_scenes))
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_text_atomically(root / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     LOGGER.info("wrote %d train and %d test synthetic pairs to %s", config.train, config.test, root)
     return manifest

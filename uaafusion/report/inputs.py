@@ -15,6 +15,7 @@ from uaafusion.config import Params
 from uaafusion.errors import DataError
 from uaafusion.metrics.comparison import Comparison
 from uaafusion.paths import ProjectPaths
+from uaafusion.integrity import write_text_atomically
 
 BUILD_RECORD = "build.json"
 """What a full build recorded for later renders, in the report folder (:class:`BuildRecord`)."""
@@ -113,7 +114,7 @@ class BuildRecord:
     mlflow_parent_run: str | None = None
 
     def write(self, folder: Path) -> None:
-        (folder / BUILD_RECORD).write_text(json.dumps(asdict(self), indent=1) + "\n", encoding="utf-8")
+        write_text_atomically(folder / BUILD_RECORD, json.dumps(asdict(self), indent=1) + "\n")
 
     @classmethod
     def read(cls, folder: Path, notes: list[str]) -> "BuildRecord":

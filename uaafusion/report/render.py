@@ -15,6 +15,7 @@ from markupsafe import Markup
 
 from uaafusion.report.context import ReportContext
 from uaafusion.report.tables import Cell
+from uaafusion.integrity import write_text_atomically
 
 PAGES: tuple[tuple[str, str], ...] = (("index.html.j2", "index.html"), ("README.md.j2", "README.md"))
 """``(template, file written in the report folder)``; the first is the page :func:`write_pages` returns."""
@@ -66,5 +67,5 @@ def write_pages(context: ReportContext, folder: Path) -> Path:
     """Write every page of :data:`PAGES` into ``folder``; return the HTML page's path."""
     folder.mkdir(parents=True, exist_ok=True)
     for template, name in PAGES:
-        (folder / name).write_text(render_page(template, context), encoding="utf-8")
+        write_text_atomically(folder / name, render_page(template, context))
     return folder / PAGES[0][1]

@@ -22,6 +22,7 @@ from uaafusion.config import Params
 from uaafusion.device import mixed_precision
 from uaafusion.errors import TrainingError
 from uaafusion.training.context import TrainingContext
+from uaafusion.integrity import write_text_atomically
 
 LOGGER = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def finish_unit(context: TrainingContext, unit: str, phase: str, where: dict[str
                  {f"epoch_{key}" if phase != "validation" else key: value for key, value in metrics.items()},
                  context.progress.global_step)
     context.save()
-    (context.run_dir / "history.json").write_text(json.dumps(
+    write_text_atomically(context.run_dir / "history.json", json.dumps(
         {"units": context.progress.history, "steps": context.progress.steps}, indent=1))
     LOGGER.info("%s: %s", unit, ", ".join(f"{key}={value:.4g}" for key, value in metrics.items()))
 
