@@ -96,10 +96,8 @@ def git_commit(project_root: Path) -> str | None:
     return _git(project_root, "rev-parse", "HEAD") or None
 
 
-def git_dirty(project_root: Path) -> bool | None:
-    """Whether tracked files differ from the commit (``None`` outside a git checkout)."""
-    if git_commit(project_root) is None:
-        return None
+def git_dirty(project_root: Path) -> bool:
+    """Whether tracked files differ from the commit (ask only inside a checkout: :func:`git_commit`)."""
     return bool(_git(project_root, "status", "--porcelain", "--untracked-files=no"))
 
 

@@ -184,7 +184,7 @@ class JournaledTracker(PipelineTracker):
         names = self._real_ids = self._real_ids or {}  # pending id -> real id
         for index, event in enumerate(events):
             try:
-                self._send(event, names)
+                self._send(event)
             except BaseException:
                 self.journal_path.write_text("".join(json.dumps(item) + "\n" for item in events[index:]))
                 raise
@@ -194,11 +194,11 @@ class JournaledTracker(PipelineTracker):
         self.journal_path.unlink()
         return len(events)
 
-    def _send(self, event: dict[str, Any], names: dict[str, str]) -> None:
-        """Send one journal event; ``names`` maps the pending ids met so far to the real ones."""
+    def _send(self, event: dict[str, Any]) -> None:
+        """Send one journal event (pending ids become real ones through :meth:`_resolved`)."""
         kind, run = event["kind"], event.get("run")
         if kind == "nested":
-            names[PENDING + event["name"]] = self._create_nested(event["name"], event["params"])
+            self._real_ids[PENDING + event["name"]] = self._create_nested(event["name"], event["params"])
             return
         if run is not None:
             run = self._resolved(run)
