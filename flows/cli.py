@@ -26,6 +26,8 @@ def register_train_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # flows.pipeline.main checks steps, params, device and data before Prefect starts (one message, no
+    # traceback); the flow's root is the current directory.
     from flows.pipeline import main
 
     naming = ["--run-name", args.run_name] if args.run_name else []

@@ -29,10 +29,11 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from uaafusion.config import Params, flatten, load_params  # noqa: E402
 from uaafusion.device import resolve_device  # noqa: E402
 from uaafusion.paths import ProjectPaths  # noqa: E402
+from uaafusion.preflight import PIPELINE_STEPS, check_pipeline_run, check_steps, flow_overrides  # noqa: E402
 from uaafusion.tracking import FAILED, RUN_RECORD_NAME  # noqa: E402
 from uaafusion.tracking_journal import JOURNAL_NAME, JournaledTracker  # noqa: E402
 
-STEPS = ("prepare", "train", "evaluate", "report")
+STEPS = PIPELINE_STEPS
 DEFAULT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -46,13 +47,14 @@ def _load(root: str, params_file: str, overrides: dict[str, Any] | None) -> tupl
     return params, ProjectPaths.at(root, params.outputs)
 
 
-def _tracker(paths: ProjectPaths, run_dir: str | None = None) -> JournaledTracker:
+def _tracker(paths: ProjectPaths, run_dir: str | None = None, offline_ok: bool = False) -> JournaledTracker:
     """The pipeline run's tracker; its journal (kept while the server is away) is in the training run's
-    folder: ``run_dir``, else the one the pointer file records."""
+    folder: ``run_dir``, else the one the pointer file records. ``offline_ok``: a parent run may start
+    while the server is away (``tracking.offline_ok``)."""
     if run_dir is None and paths.mlflow_pointer.is_file():
         run_dir = json.loads(paths.mlflow_pointer.read_text()).get("run_dir")
     return JournaledTracker(project_root=paths.root, pointer_path=paths.mlflow_pointer,
-                            journal_path=Path(run_dir) / JOURNAL_NAME if run_dir else None)
+                            journal_path=Path(run_dir) / JOURNAL_NAME if run_dir else None, offline_ok=offline_ok)
 
 
 @task(name="prepare", cache_policy=NO_CACHE)
@@ -83,7 +85,7 @@ def start_tracking_task(root: str, params_file: str, overrides: dict[str, Any] |
     params, paths = _load(root, params_file, overrides)
     params_path = _params_path(root, params_file)
     device = resolve_device(params.device)
-    tracker = _tracker(paths, run_dir)
+    tracker = _tracker(paths, run_dir, params.tracking.offline_ok)
     tags = {**run_tags(paths.root, params_path, device), "uaafusion.run_dir": run_dir,
             "uaafusion.schedule": params.train.schedule}
     parent = tracker.start_parent(choose_run_name(run_name, params_path), flatten(training_params(params)), tags,
@@ -94,7 +96,7 @@ def start_tracking_task(root: str, params_file: str, overrides: dict[str, Any] |
         tracker.log_dataset(parent, record.name, record.digest, record.source, record.profile, context)
     tracker.log_artifact(parent, params_path, "params")
     if overrides:
-        tracker.client.log_dict(parent, overrides, "params/overrides.json")
+        tracker.log_dict(parent, overrides, "params/overrides.json")
     get_run_logger().info("MLflow parent run %s at %s; training on device %s", parent, tracker.uri, device)
     return parent
 
@@ -178,7 +180,7 @@ def evaluate_task(root: str, params_file: str, overrides: dict[str, Any] | None)
         tracker.log_metrics(run_id, ours, 0)
         tracker.log_metrics(run_id, unified_segmentation_names(comparison.flat_metrics())[0], 0)
         tracker.log_metrics(parent, {f"test_{key}": value for key, value in {**ours, **fused_against_sources}.items()}, 0)
-        tracker.client.set_tag(parent, SEGMENTATION_LABELS_TAG, labels)
+        tracker.set_tag(parent, SEGMENTATION_LABELS_TAG, labels)
         for path in (paths.evaluation, paths.metrics, paths.comparison, paths.generalisation):
             tracker.log_artifact(parent, path, "evaluation")
         if params.evaluate.degraded.kinds:
@@ -233,15 +235,9 @@ def pipeline(
 
     keep_freed_memory()  # also in a deployment's worker process
     root = str(Path(project_root).resolve()) if project_root else str(DEFAULT_ROOT)
-    overrides = dict(overrides or {})
-    if rounds is not None:
-        overrides["train.rounds"] = rounds
-    if dataset_root is not None:
-        overrides["data.root"] = dataset_root
-    chosen = list(steps or STEPS)
-    unknown = [step for step in chosen if step not in STEPS]
-    if unknown:
-        raise ValueError(f"unknown pipeline step(s) {unknown}; allowed: {', '.join(STEPS)}")
+    overrides = flow_overrides(overrides, rounds, dataset_root)
+    chosen = check_steps(steps)
+    check_pipeline_run(root, params_file, chosen, overrides)  # params, device and data, before any work
     params, paths = _load(root, params_file, overrides)
     device = resolve_device(params.device)  # refuses cuda without CUDA, before any work
     logger = get_run_logger()
@@ -251,11 +247,14 @@ def pipeline(
     if "prepare" in chosen:
         results["prepare"] = prepare_task(root, params_file, overrides)
     if "train" in chosen:
-        from uaafusion.training import run_fingerprint, training_units
+        from uaafusion.training import read_history, run_fingerprint, training_units
         from uaafusion.training.lock import run_folder_lock
 
         run_dir = str(paths.run_dir(run_fingerprint(params)))
         with run_folder_lock(Path(run_dir)):  # a second process with the same params stops here
+            done = len(read_history(Path(run_dir))["units"])
+            if done:  # in the flow run's own log (a deployment's UI), not only in uaafusion's
+                logger.info("resuming from %s (%d units done)", run_dir, done)
             start_tracking_task(root, params_file, overrides, run_dir, run_name or _deployment_flow_run_name())
             tracker = _tracker(paths, run_dir)
             tracker.attach_parent()
@@ -303,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so the MLflow runs end KILLED, not RUNNING
     try:
+        check_pipeline_run(args.root or Path.cwd(), args.params, [step for step in args.steps.split(",") if step],
+                           overrides or None)
         pipeline(params_file=args.params, steps=[step for step in args.steps.split(",") if step],
                  overrides=overrides or None, project_root=args.root or str(Path.cwd()), run_name=args.run_name)
     except UAAFusionError as error:

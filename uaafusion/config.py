@@ -251,6 +251,9 @@ class TrackingConfig:
 
     champion_metric: str = "validation_VIF"
     champion_goal: str = "max"
+    offline_ok: bool = False
+    """True: training starts even when the MLflow server does not answer; what it logs is journaled in
+    the run folder and sent when the server answers (:mod:`uaafusion.tracking_journal`)."""
 
     def check(self, prefix: str) -> None:
         _require(isinstance(self.champion_metric, str) and self.champion_metric.strip() != "",

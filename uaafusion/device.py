@@ -38,10 +38,12 @@ def resolve_device(name: str | None = "auto") -> torch.device:
                 "Use device: auto or device: cpu, or run on a GPU host."
             )
         device = torch.device(requested)
-        if device.index is not None and device.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            existing = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
             raise DeviceError(
-                f"device '{requested}' does not exist: this machine has "
-                f"{torch.cuda.device_count()} CUDA device(s)."
+                f"device '{requested}' does not exist: this machine has {count} CUDA device(s). "
+                f"Use {existing}, cuda, auto or cpu."
             )
         return device
     raise DeviceError(f"device '{name}' is not understood; allowed: auto, cpu, cuda, cuda:N.")

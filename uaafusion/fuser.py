@@ -161,7 +161,8 @@ class Fuser:
         return result
 
     def fuse_jobs(self, jobs: Sequence[FuseJob], save_maps: bool = False, progress: bool = True) -> FolderResult:
-        """Fuse ``jobs`` in order while a thread decodes the next :data:`PREFETCH_PAIRS` pairs."""
+        """Fuse ``jobs`` in order while a thread decodes the next :data:`PREFETCH_PAIRS` pairs. A pair that
+        fails goes into the result's ``failures`` (and, while a progress bar is shown, to stderr at once)."""
         from tqdm import tqdm
 
         result = FolderResult()
@@ -177,7 +178,8 @@ class Fuser:
                     result.written.append(self._fuse_and_write(job, ir_image, vi_image, save_maps))
                 except (UAAFusionError, ValueError, RuntimeError, OSError) as error:
                     result.failures.append(FuseFailure(job.name, str(error)))
-                    bar.write(f"error: {job.name}: {error}", file=sys.stderr)
+                    if not bar.disable:  # beside a live bar, say it now; else the caller's summary is the message
+                        bar.write(f"error: {job.name}: {error}", file=sys.stderr)
                 bar.update(1)
         bar.close()
         return result
@@ -227,15 +229,17 @@ def plan_jobs(ir: Path, vi: Path, out: Path) -> tuple[list[FuseJob], list[FuseFa
         failures: list[FuseFailure] = []
         for name in sorted(set(infrared) | set(visible)):
             if name not in visible:
-                failures.append(FuseFailure(name, f"{infrared[name]}: no visible partner named '{name}.*' in {vi}"))
+                failures.append(FuseFailure(name, f"{infrared[name]}: no visible partner named '{name}.*' in {vi}; "
+                                                  "add it or remove the infrared file"))
             elif name not in infrared:
-                failures.append(FuseFailure(name, f"{visible[name]}: no infrared partner named '{name}.*' in {ir}"))
+                failures.append(FuseFailure(name, f"{visible[name]}: no infrared partner named '{name}.*' in {ir}; "
+                                                  "add it or remove the visible file"))
             else:
                 jobs.append(FuseJob(name, infrared[name], visible[name], out / f"{name}.png", out / "maps"))
         return jobs, failures
     for path, role in ((ir, "--ir"), (vi, "--vi")):
         if not path.exists():
-            raise DataError(f"{path}: {role} not found.")
+            raise DataError(f"{path}: {role} not found; check the path (an image file or a folder of images).")
     raise DataError(f"--ir {ir} and --vi {vi} must be two image files or two folders, not one of each.")
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from uaafusion.errors import DataError
+from uaafusion.failpoints import reach
 
 DIGEST_SUFFIX = ".sha256"
 
@@ -56,6 +57,7 @@ def write_atomically(path: Path, write: Any) -> None:
             write(stream)
             stream.flush()
             os.fsync(stream.fileno())
+        reach(f"write:{path}")
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -158,13 +158,17 @@ class PipelineTracker:
         for key, value in all_tags.items():
             self.client.set_tag(self.parent_run_id, key, value)
         self.log_params(self.parent_run_id, params)
+        self._write_records(run_record)
+        return self.parent_run_id
+
+    def _write_records(self, run_record: Path | None) -> None:
+        """Record the parent run in ``run_record`` (the training run's folder) and the pointer file."""
         record = {"parent_run_id": self.parent_run_id, "tracking_uri": self.uri, "experiment_id": self.experiment_id,
                   "run_dir": str(run_record.parent) if run_record is not None else None}
         for path in (run_record, self.pointer_path):
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(record, indent=2))
-        return self.parent_run_id
 
     def attach_parent(self) -> str:
         """Attach to the parent run recorded in the pointer file (by an earlier step)."""
@@ -322,6 +326,13 @@ class PipelineTracker:
         dataset = Dataset(name=name, digest=digest, source_type="local", source=json.dumps({"uri": source}),
                           profile=json.dumps(profile))
         self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
+
+    def log_dict(self, run_id: str, dictionary: dict[str, Any], artifact_file: str) -> None:
+        """``dictionary`` as the JSON (or YAML) artifact ``artifact_file`` of ``run_id``."""
+        self.client.log_dict(run_id, dictionary, artifact_file)
+
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        self.client.set_tag(run_id, key, value)
 
     def _experiment_id(self) -> str:
         name = experiment_name()

@@ -7,6 +7,10 @@ the tracker tries the server again; when it answers, the journal is sent in orde
 created, metrics logged once per step, images, statuses, the model registered) and emptied.
 ``uaafusion sync-tracking RUN_FOLDER`` sends a journal left behind by a run that ended while the
 server was still away.
+
+A server that does not answer when training *starts* ends the run with its URI in the message, unless
+``tracking.offline_ok`` is true: then the parent run itself is journaled (its id is :data:`PENDING_PARENT`
+in the run folder's record and the pointer file until the server has it) and training goes on.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ LOGGER = logging.getLogger(__name__)
 JOURNAL_NAME = "mlflow-journal.jsonl"
 RETRY_SECONDS = 30.0
 PENDING = "pending:"  # the id of a nested run that could not be created yet: PENDING + its name
+PENDING_PARENT = PENDING + "parent"  # the id of a parent run started while the server was away
 _UNREACHABLE_MARKERS = ("Connection refused", "Failed to establish a new connection", "Max retries exceeded",
                         "Connection aborted", "Read timed out", "RemoteDisconnected")
 
@@ -49,6 +54,7 @@ class JournaledTracker(PipelineTracker):
     _next_try: float = 0.0
     _warned: bool = False
     _real_ids: dict[str, str] | None = None  # pending id -> real id, once the server took them
+    offline_ok: bool = False  # a server away when training starts: journal the parent run too
 
     # -- what the journal holds ---------------------------------------------------------------
     def _append(self, event: dict[str, Any]) -> None:
@@ -110,19 +116,63 @@ class JournaledTracker(PipelineTracker):
         try:
             super().__post_init__()
         except Exception as error:
-            # A step that starts while the server is away goes on when a journal and its run are known.
-            if self.journal_path is None or not self.pointer_path.is_file() or not server_unreachable(error):
+            # A step that starts while the server is away goes on when a journal and its run are known,
+            # or, with offline_ok, when the journal will hold the run itself.
+            if self.journal_path is None or not server_unreachable(error):
                 raise
+            if not (self.pointer_path.is_file() or self.offline_ok):
+                raise TrackingError(f"{error} Or set tracking.offline_ok: true to train without it: the run is "
+                                    "logged to its folder and sent when the server answers.") from error
             from mlflow import MlflowClient
 
             from uaafusion.tracking import RetryingClient
 
             self.client = RetryingClient(MlflowClient(tracking_uri=self.uri, registry_uri=self.uri))
-            self.experiment_id = json.loads(self.pointer_path.read_text())["experiment_id"]
+            recorded = json.loads(self.pointer_path.read_text()) if self.pointer_path.is_file() else {}
+            self.experiment_id = recorded.get("experiment_id")
             self._went_away(error)
+
+    def start_parent(self, run_name: str, params: dict[str, Any], tags: dict[str, str] | None = None,
+                     run_record: Path | None = None) -> str:
+        """:meth:`PipelineTracker.start_parent`; with ``offline_ok`` and the server away, the parent is
+        journaled: the run continues the parent its record names, else it is :data:`PENDING_PARENT`."""
+        refusal = (f"MLflow server {self.uri} does not answer: start it, fix MLFLOW_TRACKING_URI, or set "
+                   "tracking.offline_ok: true to train without it (logged to the run folder, sent later).")
+        try:
+            if not self._away():
+                return super().start_parent(run_name, params, tags, run_record)
+        except Exception as error:
+            if not server_unreachable(error):
+                raise
+            if not (self.offline_ok and self.journal_path is not None):
+                raise TrackingError(refusal) from error
+            self._went_away(error)
+        if not self.offline_ok:
+            raise TrackingError(refusal)
+        recorded = json.loads(run_record.read_text()) if run_record is not None and run_record.is_file() else {}
+        self.parent_run_id = recorded.get("parent_run_id") or PENDING_PARENT
+        self._append({"kind": "parent", "run_name": run_name, "params": params, "tags": tags or {},
+                      "run_record": str(run_record) if run_record is not None else None})
+        self._write_records(run_record)
+        return self.parent_run_id
+
+    def _adopt_synced_parent(self) -> None:
+        """A pointer still naming :data:`PENDING_PARENT` after ``uaafusion sync-tracking`` sent the run
+        (which updates the run folder's record only) takes the record's real id."""
+        pointer = json.loads(self.pointer_path.read_text())
+        if pointer.get("parent_run_id") != PENDING_PARENT or not pointer.get("run_dir"):
+            return
+        record_path = Path(pointer["run_dir"]) / RUN_RECORD_NAME
+        if record_path.is_file() and json.loads(record_path.read_text()).get("parent_run_id") != PENDING_PARENT:
+            self.pointer_path.write_text(record_path.read_text())
 
     # -- the tracker's calls, guarded ---------------------------------------------------------------
     def attach_parent(self) -> str:
+        if self.pointer_path.is_file():
+            self._adopt_synced_parent()
+            if self._away():  # the journal (maybe the parent run itself) waits for the server
+                self.parent_run_id = json.loads(self.pointer_path.read_text())["parent_run_id"]
+                return self.parent_run_id
         try:
             return super().attach_parent()
         except TrackingError as error:
@@ -168,6 +218,20 @@ class JournaledTracker(PipelineTracker):
         self.guarded({"kind": "artifact", "run": run_id, "path": str(path), "artifact_path": artifact_path},
                      lambda: PipelineTracker.log_artifact(self, run_id, path, artifact_path))
 
+    def log_dataset(self, run_id: str, name: str, digest: str, source: str, profile: dict[str, Any],
+                    context: str) -> None:
+        self.guarded({"kind": "dataset", "run": run_id, "name": name, "digest": digest, "source": source,
+                      "profile": profile, "context": context},
+                     lambda: PipelineTracker.log_dataset(self, run_id, name, digest, source, profile, context))
+
+    def log_dict(self, run_id: str, dictionary: dict[str, Any], artifact_file: str) -> None:
+        self.guarded({"kind": "dict", "run": run_id, "dictionary": dictionary, "artifact_file": artifact_file},
+                     lambda: PipelineTracker.log_dict(self, run_id, dictionary, artifact_file))
+
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        self.guarded({"kind": "tag", "run": run_id, "key": key, "value": value},
+                     lambda: PipelineTracker.set_tag(self, run_id, key, value))
+
     def register(self, checkpoint: Path, champion_metric: str, champion_goal: str) -> Any:
         """Register ``checkpoint`` (:func:`uaafusion.serving.register_model`), journaled when away."""
         return self.guarded({"kind": "register", "checkpoint": str(checkpoint), "metric": champion_metric,
@@ -197,6 +261,9 @@ class JournaledTracker(PipelineTracker):
     def _send(self, event: dict[str, Any]) -> None:
         """Send one journal event (pending ids become real ones through :meth:`_resolved`)."""
         kind, run = event["kind"], event.get("run")
+        if kind == "parent":
+            self._send_parent(event)
+            return
         if kind == "nested":
             self._real_ids[PENDING + event["name"]] = self._create_nested(event["name"], event["params"])
             return
@@ -214,8 +281,25 @@ class JournaledTracker(PipelineTracker):
             PipelineTracker.log_artifact(self, run, Path(event["path"]), event["artifact_path"])
         elif kind == "register":
             self._register(event["checkpoint"], event["metric"], event["goal"])
+        elif kind == "dataset":
+            PipelineTracker.log_dataset(self, run, event["name"], event["digest"], event["source"], event["profile"],
+                                        event["context"])
+        elif kind == "dict":
+            PipelineTracker.log_dict(self, run, event["dictionary"], event["artifact_file"])
+        elif kind == "tag":
+            PipelineTracker.set_tag(self, run, event["key"], event["value"])
         else:
             raise TrackingError(f"{self.journal_path}: unknown journal event {event!r}.")
+
+    def _send_parent(self, event: dict[str, Any]) -> None:
+        """Start (or continue) the parent run journaled while the server was away; the run folder's record
+        and the pointer file get its real id."""
+        if self.experiment_id is None:
+            self.experiment_id = self._experiment_id()
+        run_record = Path(event["run_record"]) if event["run_record"] else None
+        self.parent_run_id = PipelineTracker.start_parent(self, event["run_name"], event["params"], event["tags"],
+                                                          run_record)
+        self._real_ids[PENDING_PARENT] = self.parent_run_id
 
     def _create_nested(self, name: str, params: dict[str, Any]) -> str:
         """The real nested run ``name`` (found or created), whether or not it is open in this tracker."""
@@ -230,6 +314,10 @@ class JournaledTracker(PipelineTracker):
         if not run_id.startswith(PENDING):
             return run_id
         self._real_ids = self._real_ids or {}
+        if run_id == PENDING_PARENT:
+            if self.parent_run_id.startswith(PENDING):
+                raise TrackingError(f"{self.journal_path}: an event of the parent run comes before the run itself.")
+            return self.parent_run_id
         if run_id not in self._real_ids:
             self._real_ids[run_id] = self._create_nested(run_id[len(PENDING):], {})
         return self._real_ids[run_id]

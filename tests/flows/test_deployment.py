@@ -58,7 +58,14 @@ def test_prefect_yaml_deploys_the_pipeline_on_a_gpu_pool() -> None:
     assert set(deployment["parameters"]) <= set(inspect.signature(pipeline.fn).parameters)
     assert deployment["work_pool"]["name"] == "gpu"
     assert deployment["work_pool"]["job_variables"]["env"] == {"CUDA_VISIBLE_DEVICES": "0",
-                                                               "UAAFUSION_DEVICE": "cuda"}
+                                                               "UAAFUSION_DEVICE": "cuda",
+                                                               "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "60",
+                                                               "PREFECT_LOGGING_EXTRA_LOGGERS": "uaafusion"}
+    # The crash detection waits for more than two missed heartbeats.
+    from flows.automations import DEFAULT_WITHIN_SECONDS
+
+    assert DEFAULT_WITHIN_SECONDS > 2 * int(deployment["work_pool"]["job_variables"]["env"][
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"])
 
 
 @dataclass
@@ -316,3 +323,70 @@ def test_worker_refuses_cuda_without_a_gpu(stack: Stack) -> None:
 
     with _client(stack) as client:
         assert client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id]))) == []
+
+
+def _kill_process_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and every process below it, as when the worker's host or container dies (the
+    worker starts each flow run in a session of its own, so its process group alone is not enough)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        tree.append(current)
+        queue += children.get(current, [])
+    for member in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(member, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_leaves_a_crashed_flow_run_and_the_deployment_resumes(stack: Stack) -> None:
+    """The worker and its flow-run process are killed after the first checkpoint: the crash detection
+    (flows.automations, heartbeats every 30 s) sets the run Crashed; the deployment run again resumes."""
+    within = 45
+    result = subprocess.run([sys.executable, "-m", "flows.automations", "--within", str(within)],
+                            cwd=stack.project, env=stack.env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    parameters = {"rounds": 2, "steps": ["prepare", "train"], "overrides": {"train.pretrain_epochs": 3}}
+    job_variables = {"env": {**CPU_ENV, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
+                             "PREFECT_LOGGING_EXTRA_LOGGERS": "uaafusion"}}
+    folders_before = set((stack.project / "checkpoints").glob("*"))
+    with _client(stack) as client:
+        deployment = client.read_deployment_by_name(f"{FLOW_NAME}/{DEPLOYMENT_NAME}")
+        flow_run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters,
+                                                          job_variables=job_variables, name="worker-killed")
+        worker = stack.start("worker-killed", [PREFECT, "worker", "start", "--pool", POOL, "--name",
+                                               "worker-killed"], cwd=stack.logs)
+        deadline = time.monotonic() + FLOW_RUN_TIMEOUT
+        while not [folder for folder in set((stack.project / "checkpoints").glob("*")) - folders_before
+                   if (folder / "history.json").is_file()]:
+            state = client.read_flow_run(flow_run.id).state
+            if state is not None and state.is_final() or time.monotonic() > deadline:
+                pytest.fail(f"no checkpoint before the flow run ended ({state}):\n{stack.log_tails()}")
+            time.sleep(0.2)
+        assert client.read_flow_run(flow_run.id).state.is_running()
+        _kill_process_tree(worker.pid)
+        killed_at = time.monotonic()
+        while not (state := client.read_flow_run(flow_run.id).state).is_final():
+            if time.monotonic() - killed_at > within + 30 + 120:
+                pytest.fail(f"flow run still {state.name} {time.monotonic() - killed_at:.0f} s after the kill:\n"
+                            f"{stack.log_tails()}")
+            time.sleep(2)
+    assert state.is_crashed(), f"the flow run ended {state.name}: {state.message}"
+    assert "No heartbeat" in (state.message or "")
+    (run_folder,) = set((stack.project / "checkpoints").glob("*")) - folders_before
+    steps_before = len(json.loads((run_folder / "history.json").read_text())["steps"])
+
+    rerun = _run_deployment_on_worker(stack, "worker-killed-again", parameters, job_variables)
+    logs = _flow_run_logs(stack, rerun.id, wait_for="Finished in state")
+    assert rerun.state.is_completed(), f"the rerun ended {rerun.state_name}: {rerun.state.message}\n{logs[-3000:]}"
+    assert f"resuming from {run_folder}" in logs, logs[-3000:]
+    assert set((stack.project / "checkpoints").glob("*")) - folders_before == {run_folder}
+    steps = [row["step"] for row in json.loads((run_folder / "history.json").read_text())["steps"]]
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) > steps_before

@@ -126,3 +126,61 @@ def test_training_goes_on_while_the_server_is_away_and_the_journal_is_sent_after
     assert logged == [row["step"] for row in history["steps"]]  # the gap included, each step once
     _assert_each_step_once(client, runs)
     assert client.get_model_version_by_alias("uaafusion", "champion").run_id == parent.info.run_id
+
+
+def test_a_server_down_at_start_stops_training_unless_offline_is_ok_and_the_run_is_sent_later(
+        tmp_path: Path) -> None:
+    """Down at start: the run fails fast naming the server and ``tracking.offline_ok``; with it, training runs
+    with the parent run itself journaled, and the next step that finds the server sends all of it."""
+    from mlflow import MlflowClient
+
+    from uaafusion.tracking_journal import PENDING_PARENT
+
+    project = tmp_path / "project"
+    project.mkdir()
+    write_tiny_params(project / "params.yaml", **{"synthetic.train": 4})
+    server = Server(tmp_path, _environment())  # not started yet
+    environment = _environment(MLFLOW_TRACKING_URI=server.uri)
+    subprocess.run(_pipeline(project, "prepare"), cwd=project, env=environment, check=True, timeout=600,
+                   capture_output=True)
+
+    refused = subprocess.run(_pipeline(project, "train"), cwd=project, env=environment, capture_output=True,
+                             text=True, timeout=600)
+    assert refused.returncode != 0
+    assert server.uri in refused.stderr and "tracking.offline_ok" in refused.stderr, refused.stderr[-3000:]
+    assert not list((project / "checkpoints").glob("*/history.json"))  # no training without tracking
+
+    offline = subprocess.run(_pipeline(project, "train", "--run-name", "offline", "-S", "tracking.offline_ok=true"),
+                             cwd=project, env=environment, capture_output=True, text=True, timeout=900)
+    assert offline.returncode == 0, offline.stdout[-3000:] + offline.stderr[-3000:]
+    assert (offline.stdout + offline.stderr).count("does not answer") == 1
+    (run_dir,) = [path.parent for path in (project / "checkpoints").glob("*/history.json")]
+    assert json.loads((project / "models" / "mlflow-run.json").read_text())["parent_run_id"] == PENDING_PARENT
+    assert (project / "models" / "uaafusion.pt").is_file() and (run_dir / "mlflow-journal.jsonl").is_file()
+
+    server.start()
+    try:
+        evaluate = subprocess.run(_pipeline(project, "evaluate"), cwd=project, env=environment, capture_output=True,
+                                  text=True, timeout=900)
+        assert evaluate.returncode == 0, evaluate.stdout[-3000:] + evaluate.stderr[-3000:]
+        assert not (run_dir / "mlflow-journal.jsonl").exists()
+        pointer = json.loads((project / "models" / "mlflow-run.json").read_text())
+        assert pointer["parent_run_id"] != PENDING_PARENT
+        assert json.loads((run_dir / "mlflow-run.json").read_text())["parent_run_id"] == pointer["parent_run_id"]
+        client = MlflowClient(tracking_uri=server.uri)
+        parent = client.get_run(pointer["parent_run_id"])
+        assert parent.info.run_name == "offline" and parent.info.status == "FINISHED"
+        assert parent.data.params["train.rounds"] and "validation_VIF" in parent.data.metrics
+        assert "test_VIF" in parent.data.metrics  # the evaluate step logged into the same parent
+        children = client.search_runs([parent.info.experiment_id],
+                                      filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+        assert "evaluate" in {run.info.run_name for run in children} and len(children) > 2
+        assert {run.info.status for run in children} == {"FINISHED"}
+        history = json.loads((run_dir / "history.json").read_text())
+        logged = sorted(metric.step for run in children if "loss" in run.data.metrics
+                        for metric in client.get_metric_history(run.info.run_id, "loss"))
+        assert logged == [row["step"] for row in history["steps"]]  # every step of the offline training, once
+        _assert_each_step_once(client, [parent, *children])
+        assert client.get_model_version_by_alias("uaafusion", "champion").run_id == parent.info.run_id
+    finally:
+        server.stop()

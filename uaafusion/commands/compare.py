@@ -64,7 +64,8 @@ def read_methods(specs: list[str]) -> dict[str, dict]:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise DataError(f"{path}: cannot be read as JSON ({error}); re-run `uaafusion evaluate`.") from None
         if not isinstance(document, dict):
-            raise DataError(f"{path}: not an evaluation result (a JSON object is expected).")
+            raise DataError(f"{path}: not an evaluation result (a JSON object is expected); pass the JSON that "
+                            "`uaafusion evaluate --out` writes.")
         for method, result in named_results(document, default_name, str(path)).items():
             if method in methods:
                 raise ConfigError(f"method {method!r} is given twice ({path}); name the results apart: NAME=FILE.")

@@ -59,7 +59,9 @@ def read_yolo_boxes(path: str | Path, height: int, width: int, num_box_classes: 
             )
         values = (center_x, center_y, box_width, box_height)
         if any(value < -1e-6 or value > 1 + 1e-6 for value in values):
-            raise DataError(f"{path}:{line_number}: coordinates must be normalised to [0, 1], got {line!r}.")
+            raise DataError(f"{path}:{line_number}: coordinates must be normalised to [0, 1] (divided by the "
+                            f"image width and height), got {line!r}: the box is not within the image; fix or "
+                            "remove the line.")
         # Outward rounding, tolerant of float noise (0.1 + 0.2 = 0.30000000000000004 must not add a pixel).
         x0 = int(np.floor((center_x - box_width / 2) * width + _ROUNDING_TOLERANCE))
         x1 = int(np.ceil((center_x + box_width / 2) * width - _ROUNDING_TOLERANCE))

@@ -50,7 +50,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from uaafusion.config import DataConfig, DegradeConfig
-from uaafusion.data.boxes import Box, boxes_to_class_mask, boxes_to_roi_mask, read_yolo_boxes
+from uaafusion.data.boxes import CLASSES_FILE_NAME, Box, boxes_to_class_mask, boxes_to_roi_mask, read_yolo_boxes
 from uaafusion.data.io import array_to_tensor, read_image, read_label_image, split_luma_chroma, to_gray_uint8
 from uaafusion.data.pairs import index_images
 from uaafusion.data.validation import (
@@ -155,7 +155,7 @@ def _check_folder(folder: Path, role: str, layout: str) -> None:
 def _index_boxes(folder: Path) -> dict[str, Path]:
     _check_folder(folder, "box label", "boxes")
     index = {path.stem: path for path in sorted(folder.iterdir())
-             if path.is_file() and path.suffix.lower() == BOX_EXTENSION}
+             if path.is_file() and path.suffix.lower() == BOX_EXTENSION and path.name != CLASSES_FILE_NAME}
     if not index:
         raise DataError(f"{folder}: box label folder holds no .txt files (YOLO 'class cx cy w h' per line).")
     return index

@@ -32,8 +32,11 @@ def is_image_file(path: Path) -> bool:
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as ``uint8``: gray ``(H, W)`` or RGB ``(H, W, 3)``.
 
-    16-bit gray images are scaled to 8 bit; palette/alpha images are converted to RGB.
-    Raises :class:`DataError` naming the file when it is missing, unreadable or truncated.
+    16-bit gray images are scaled to 8 bit (``v * 255 / 65535``, rounded; one whose values all fit in 8
+    bits holds 8-bit data and is read as it is); 16-bit colour images keep their high byte (Pillow);
+    palette/alpha images are converted to RGB.
+    Raises :class:`DataError` naming the file when it is missing, unreadable or truncated, or holds
+    floating-point or 32-bit values (their scale is unknown: they are never guessed or clipped).
     """
     path = Path(path)
     if not path.is_file():
@@ -41,6 +44,9 @@ def read_image(path: str | Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image.load()
+            if image.mode == "F" or (image.mode == "I" and not 0 <= np.min(image) <= np.max(image) <= 65535):
+                raise DataError(f"{path}: a {'floating-point' if image.mode == 'F' else '32-bit integer'} image, "
+                                "whose scale is unknown; convert it to an 8- or 16-bit image first.")
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):
                 array = np.asarray(image, dtype=np.float64)
                 peak = 65535.0 if array.max() > 255 else 255.0

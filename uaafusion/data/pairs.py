@@ -26,7 +26,7 @@ def index_images(folder: str | Path, role: str) -> dict[str, Path]:
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"{folder}: {role} folder not found.")
+        raise DataError(f"{folder}: {role} folder not found; check the path.")
     index: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         if not path.is_file() or not is_image_file(path):
@@ -38,7 +38,8 @@ def index_images(folder: str | Path, role: str) -> dict[str, Path]:
             )
         index[path.stem] = path
     if not index:
-        raise DataError(f"{folder}: {role} folder holds no images (png, jpg, jpeg, bmp, tif, tiff).")
+        raise DataError(f"{folder}: {role} folder holds no images (png, jpg, jpeg, bmp, tif, tiff); put the "
+                        "images there or point to the folder that holds them.")
     return index
 
 
@@ -54,9 +55,11 @@ def find_pairs(ir_dir: str | Path, vi_dir: str | Path) -> list[ImagePair]:
     if missing_visible or missing_infrared:
         problems = []
         if missing_visible:
-            problems.append(f"no visible partner in {vi_dir} for: {_preview(missing_visible)}")
+            problems.append(f"no visible partner in {vi_dir} for: "
+                            f"{_preview([str(infrared[name]) for name in missing_visible])}")
         if missing_infrared:
-            problems.append(f"no infrared partner in {ir_dir} for: {_preview(missing_infrared)}")
+            problems.append(f"no infrared partner in {ir_dir} for: "
+                            f"{_preview([str(visible[name]) for name in missing_infrared])}")
         raise DataError(
             "; ".join(problems) + ". Add the missing files or remove the unpaired ones "
             "(pairs are matched by file name without extension)."

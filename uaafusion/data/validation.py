@@ -73,7 +73,7 @@ def _inspect_image(path: Path) -> tuple[int, int] | str:
     try:
         with Image.open(path) as image:
             width, height = image.size
-            image_format = image.format or ""
+            image_format, mode = image.format or "", image.mode
             if not _has_end_marker(path, image_format):
                 image.load()  # confirm: raises on a truncated file
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
@@ -81,6 +81,8 @@ def _inspect_image(path: Path) -> tuple[int, int] | str:
                 "image; replace it, or remove it together with its partner files.")
     if width < 1 or height < 1:
         return f"{path}: image has no pixels ({width}x{height}); replace it."
+    if mode == "F":  # as read_image refuses it, from the header alone
+        return f"{path}: a floating-point image, whose scale is unknown; convert it to an 8- or 16-bit image first."
     return (height, width)
 
 

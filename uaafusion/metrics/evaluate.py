@@ -184,11 +184,11 @@ def _collect_samples(
             sample.gray_images = (to_gray_uint8(ir_image), to_gray_uint8(vi_image), to_gray_uint8(fused_image))
             kept_bytes += sum(image.nbytes for image in sample.gray_images)
         if ir_shape != vi_shape:
-            size_problems.append(f"{pair.name}: infrared {_size_text(ir_shape)} vs visible {_size_text(vi_shape)}")
-        if fused_shape != ir_shape or fused_shape != vi_shape:
+            size_problems.append(f"{pair.name}: infrared {_size_text(ir_shape)} vs visible {_size_text(vi_shape)} "
+                                 f"({pair.ir_path}, {pair.vi_path})")
+        if fused_shape != ir_shape:  # (of the infrared's size but not the visible's: said just above)
             size_problems.append(
-                f"{pair.name}: fused {_size_text(fused_shape)} vs infrared {_size_text(ir_shape)}, "
-                f"visible {_size_text(vi_shape)}"
+                f"{pair.name}: fused {_size_text(fused_shape)} vs infrared {_size_text(ir_shape)} ({sample.fused_path})"
             )
         sample.reference_paths = tuple(index.get(pair.name) if index is not None else None
                                        for index in reference_indexes)
@@ -200,14 +200,15 @@ def _collect_samples(
                 continue
             if reference_shape != ir_shape:
                 size_problems.append(f"{pair.name}: reference {role} {_size_text(reference_shape)} vs "
-                                     f"infrared {_size_text(ir_shape)}")
+                                     f"infrared {_size_text(ir_shape)} ({reference})")
         height, width = ir_shape
         if pair.name in label_index:
             sample.label_path = label_index[pair.name]
             label = read_label_image(sample.label_path)
             if label.shape != ir_shape:
                 size_problems.append(
-                    f"{pair.name}: label {_size_text(label.shape)} vs infrared {_size_text(ir_shape)}"
+                    f"{pair.name}: label {_size_text(label.shape)} vs infrared {_size_text(ir_shape)} "
+                    f"({sample.label_path})"
                 )
             if num_classes is not None:
                 bad_ids = np.unique(label[(label != ignore_index) & ((label < 0) | (label >= num_classes))])
@@ -239,7 +240,8 @@ def _collect_samples(
         hints.append("fix the labels, or pass --num-classes (and class names) matching them")
     if problems:
         raise DataError(
-            "cannot evaluate: " + " | ".join(problems) + ". What to do: " + "; ".join(hints) + "."
+            "cannot evaluate: " + " | ".join(problem.rstrip(".") for problem in problems) + ". What to do: "
+            + "; ".join(hints) + "."
         )
     return samples
 

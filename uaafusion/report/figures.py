@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from uaafusion.integrity import write_atomically
+
 FIGURE_DPI = 100
 SAMPLE_PREFIX = "sample_"
 
@@ -66,7 +68,8 @@ def save(figure: Any, out_path: Path, tight: bool = True) -> Path:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if tight:
         figure.tight_layout()
-    figure.savefig(out_path, dpi=FIGURE_DPI, format="png", metadata={"Software": None})
+    write_atomically(out_path, lambda stream: figure.savefig(stream, dpi=FIGURE_DPI, format="png",
+                                                             metadata={"Software": None}))
     plt.close(figure)
     return out_path
 

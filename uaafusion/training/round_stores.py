@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm import tqdm
 
+from uaafusion.failpoints import reach
 from uaafusion.integrity import DamagedFileError, load_verified, save_verified
 from uaafusion.models import exact_inference
 from uaafusion.training.context import TrainingContext
@@ -83,6 +84,7 @@ def _compute_weights(context: TrainingContext) -> WeightCache:
             ir_list.append(ir[0])
             vi_list.append(vi[0])
         cache.get_or_compute(names, ir_list, vi_list, class_masks, segmenter)
+        reach(f"attribution:{len(cache)}")
     return cache
 
 
