@@ -58,9 +58,9 @@ def crash_detection(within_seconds: int = DEFAULT_WITHIN_SECONDS):
     )
 
 
-def ensure_crash_detection(within_seconds: int = DEFAULT_WITHIN_SECONDS) -> str:
-    """Create the automation on the configured Prefect server, replacing one of the same name; returns
-    its id."""
+def ensure_crash_detection(automation=None) -> str:
+    """Create ``automation`` (default: :func:`crash_detection`'s) on the configured Prefect server,
+    replacing one of the same name; returns its id."""
     from prefect.automations import Automation
 
     try:
@@ -69,7 +69,7 @@ def ensure_crash_detection(within_seconds: int = DEFAULT_WITHIN_SECONDS) -> str:
         existing = None
     if existing is not None:
         existing.delete()
-    return str(crash_detection(within_seconds).create().id)
+    return str((automation or crash_detection()).create().id)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,9 +78,11 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"seconds without a heartbeat before a run is Crashed (default {DEFAULT_WITHIN_SECONDS}; "
                              "more than the deployment's PREFECT_FLOWS_HEARTBEAT_FREQUENCY)")
     args = parser.parse_args(argv)
-    if args.within < 1:
-        parser.error(f"--within must be a positive number of seconds, got {args.within}")
-    automation_id = ensure_crash_detection(args.within)
+    try:
+        automation = crash_detection(args.within)
+    except ValueError as error:
+        parser.error(str(error))
+    automation_id = ensure_crash_detection(automation)
     print(f"automation '{AUTOMATION_NAME}' ({automation_id}): a {FLOW_NAME} flow run without a heartbeat "
           f"for {args.within} s is set Crashed")
     return 0

@@ -33,7 +33,6 @@ from uaafusion.preflight import PIPELINE_STEPS, check_pipeline_run, check_steps,
 from uaafusion.tracking import FAILED, RUN_RECORD_NAME  # noqa: E402
 from uaafusion.tracking_journal import JOURNAL_NAME, JournaledTracker  # noqa: E402
 
-STEPS = PIPELINE_STEPS
 DEFAULT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -237,9 +236,9 @@ def pipeline(
     root = str(Path(project_root).resolve()) if project_root else str(DEFAULT_ROOT)
     overrides = flow_overrides(overrides, rounds, dataset_root)
     chosen = check_steps(steps)
-    check_pipeline_run(root, params_file, chosen, overrides)  # params, device and data, before any work
-    params, paths = _load(root, params_file, overrides)
-    device = resolve_device(params.device)  # refuses cuda without CUDA, before any work
+    params = check_pipeline_run(root, params_file, chosen, overrides)  # params, device and data, before any work
+    paths = ProjectPaths.at(root, params.outputs)
+    device = resolve_device(params.device)
     logger = get_run_logger()
     logger.info("uaafusion pipeline: steps %s, device %s, project %s", chosen, device, root)
     results: dict[str, Any] = {"device": str(device)}
@@ -285,7 +284,8 @@ def _exit_on_sigterm(signal_number: int, frame: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the uaafusion pipeline (a Prefect flow) locally.")
     parser.add_argument("--params", default="params.yaml", help="params file (relative to the project root)")
-    parser.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated steps of {', '.join(STEPS)}")
+    parser.add_argument("--steps", default=",".join(PIPELINE_STEPS),
+                        help=f"comma-separated steps of {', '.join(PIPELINE_STEPS)}")
     parser.add_argument("--root", default=None, help="project root (default: this checkout)")
     parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a param, e.g. -S train.rounds=1 (value parsed as YAML)")
@@ -302,10 +302,10 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so the MLflow runs end KILLED, not RUNNING
     try:
-        check_pipeline_run(args.root or Path.cwd(), args.params, [step for step in args.steps.split(",") if step],
-                           overrides or None)
-        pipeline(params_file=args.params, steps=[step for step in args.steps.split(",") if step],
-                 overrides=overrides or None, project_root=args.root or str(Path.cwd()), run_name=args.run_name)
+        steps, root = [step for step in args.steps.split(",") if step], args.root or str(Path.cwd())
+        check_pipeline_run(root, args.params, steps, overrides or None)  # before Prefect starts: no traceback
+        pipeline(params_file=args.params, steps=steps, overrides=overrides or None, project_root=root,
+                 run_name=args.run_name)
     except UAAFusionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -138,17 +138,18 @@ class JournaledTracker(PipelineTracker):
         journaled: the run continues the parent its record names, else it is :data:`PENDING_PARENT`."""
         refusal = (f"MLflow server {self.uri} does not answer: start it, fix MLFLOW_TRACKING_URI, or set "
                    "tracking.offline_ok: true to train without it (logged to the run folder, sent later).")
+        unreachable: Exception | None = None  # None: the server is known to be away (a journal waits)
         try:
             if not self._away():
                 return super().start_parent(run_name, params, tags, run_record)
         except Exception as error:
             if not server_unreachable(error):
                 raise
-            if not (self.offline_ok and self.journal_path is not None):
-                raise TrackingError(refusal) from error
-            self._went_away(error)
-        if not self.offline_ok:
-            raise TrackingError(refusal)
+            unreachable = error
+        if not (self.offline_ok and self.journal_path is not None):
+            raise TrackingError(refusal) from unreachable
+        if unreachable is not None:
+            self._went_away(unreachable)
         recorded = json.loads(run_record.read_text()) if run_record is not None and run_record.is_file() else {}
         self.parent_run_id = recorded.get("parent_run_id") or PENDING_PARENT
         self._append({"kind": "parent", "run_name": run_name, "params": params, "tags": tags or {},
