@@ -1,6 +1,6 @@
 """The benchmark suite: ``python -m benchmarks``.
 
-Sections (``--only``, comma-separated; default all but ``pipeline``):
+Sections (``--only``, comma-separated; default all but ``distributed`` and ``pipeline``):
 
 - ``attribution``: weight maps, batched :func:`~uaafusion.attribution.modality_weights` (one
   variant per engine: on CPU the params' engine, on CUDA all) vs the per-class loop, same numbers
@@ -17,6 +17,9 @@ Sections (``--only``, comma-separated; default all but ``pipeline``):
 - ``metrics``: the nine fusion metrics over 60 images of 640x480 (:mod:`benchmarks.metrics`);
 - ``degrade``: every degradation kind applied to the 60 MSRS test pairs, files in and out
   (:mod:`benchmarks.degrade`);
+- ``distributed`` (only with ``--only``): samples per second of one training round in one process of
+  N threads against N processes of one thread under torchrun (on CUDA: 1 GPU against N GPUs), N =
+  ``--processes`` (:mod:`benchmarks.distributed`);
 - ``pipeline``: ``dvc repro`` of the embedded default in a fresh copy of the project, minutes
   (:mod:`benchmarks.pipeline`); when not run, the number last stored in
   ``reports/pipeline-timing.json`` is included (with its date).
@@ -48,8 +51,8 @@ import torch
 from benchmarks.timing import log, machine_info, torch_threads, usable_cores, utc_now, version_info
 from uaafusion.attribution import ATTRIBUTION_ENGINES
 
-SECTIONS: tuple[str, ...] = ("attribution", "training", "inference", "metrics", "degrade", "pipeline")
-DEFAULT_SECTIONS: tuple[str, ...] = SECTIONS[:-1]
+SECTIONS: tuple[str, ...] = ("attribution", "training", "inference", "metrics", "degrade", "distributed", "pipeline")
+DEFAULT_SECTIONS: tuple[str, ...] = SECTIONS[:-2]
 SCHEMA_VERSION = 1
 # --quick: tiny models and images for the training and inference sections.
 QUICK_PARAM_OVERRIDES: dict[str, Any] = {
@@ -102,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--threads", type=int, help="torch intra-op threads (default: torch's)")
     add("--profile", action="store_true", help="also profile one fusion training step and one attribution call "
                                                "into reports/profile-<device>.txt")
+    add("--processes", type=int, help="distributed: processes to compare with one (default: the GPUs on CUDA, "
+                                       "else the usable cores)")
     add("--pipeline-repeats", type=int, default=1, help="pipeline: fresh copies to time (default 1; minutes each)")
     add("--pipeline-timeout", type=float, help="pipeline: give up after this many seconds (default: no limit)")
     add("--keep-pipeline-copy", action="store_true", help="pipeline: keep the temporary project copy")
@@ -162,7 +167,7 @@ def default_out(root: Path, device: torch.device, quick: bool) -> Path:
 
 def run_suite(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
     """Run the selected sections; write and return ``(document, path written)``."""
-    from benchmarks import attribution, degrade, inference, metrics, pipeline, training
+    from benchmarks import attribution, degrade, distributed, inference, metrics, pipeline, training
     from uaafusion.device import resolve_device
 
     started = time.perf_counter()
@@ -220,6 +225,15 @@ def run_suite(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
             elif name == "degrade":
                 found, found_ratios = degrade.benchmark_degrade(args.root, args.quick, repeats, params.seed), {}
                 info[name] = {"repeats": repeats, "warmup": 0}
+            elif name == "distributed":
+                processes = args.processes or (torch.cuda.device_count() if device.type == "cuda" else usable_cores())
+                found = distributed.benchmark_distributed(params, device.type, max(2, processes or 2), repeats,
+                                                      args.quick)
+                one, many = sorted(found.values(), key=lambda case: case["processes"])
+                found_ratios = {f"distributed/{many['processes']}_processes_vs_1": many["samples_per_s"] / one["samples_per_s"]}
+                info[name] = {"repeats": repeats, "warmup": 0, "params": params_source,
+                              "what": "samples per second of round 1 (attribution weights, fusion and segmentation "
+                                      "stages) from untrained models"}
             else:
                 record = pipeline.benchmark_pipeline(args.root, args.pipeline_repeats, args.quick,
                                                      args.keep_pipeline_copy, args.pipeline_timeout)

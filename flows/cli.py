@@ -22,6 +22,8 @@ def register_train_command(subparsers: argparse._SubParsersAction) -> None:
                         help="override a param, e.g. -S train.rounds=1")
     parser.add_argument("--run-name", default=None,
                         help="name of a new MLflow parent run (default: the DVC experiment, else params stem + time)")
+    parser.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
+                        help="train in N processes with torchrun: one per GPU (CPU processes with gloo without CUDA)")
     parser.set_defaults(func=_run)
 
 
@@ -31,5 +33,5 @@ def _run(args: argparse.Namespace) -> int:
     from flows.pipeline import main
 
     naming = ["--run-name", args.run_name] if args.run_name else []
-    return main(["--params", args.params, "--steps", args.steps, *naming,
+    return main(["--params", args.params, "--steps", args.steps, *naming, "--nproc-per-node", str(args.nproc_per_node),
                  *(item for value in args.set for item in ("--set", value))])

@@ -26,12 +26,11 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 from prefect import flow, get_run_logger, task  # noqa: E402 (after the setting above)
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
-from uaafusion.config import Params, flatten, load_params  # noqa: E402
+from uaafusion.config import Params, load_params  # noqa: E402
 from uaafusion.device import resolve_device  # noqa: E402
 from uaafusion.paths import ProjectPaths  # noqa: E402
 from uaafusion.preflight import PIPELINE_STEPS, check_pipeline_run, check_steps, flow_overrides  # noqa: E402
-from uaafusion.tracking import FAILED, RUN_RECORD_NAME  # noqa: E402
-from uaafusion.tracking_journal import JOURNAL_NAME, JournaledTracker  # noqa: E402
+from uaafusion.tracked_training import open_tracker  # noqa: E402
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,16 +43,6 @@ def _params_path(root: str, params_file: str) -> Path:
 def _load(root: str, params_file: str, overrides: dict[str, Any] | None) -> tuple[Params, ProjectPaths]:
     params = load_params(_params_path(root, params_file), overrides)
     return params, ProjectPaths.at(root, params.outputs)
-
-
-def _tracker(paths: ProjectPaths, run_dir: str | None = None, offline_ok: bool = False) -> JournaledTracker:
-    """The pipeline run's tracker; its journal (kept while the server is away) is in the training run's
-    folder: ``run_dir``, else the one the pointer file records. ``offline_ok``: a parent run may start
-    while the server is away (``tracking.offline_ok``)."""
-    if run_dir is None and paths.mlflow_pointer.is_file():
-        run_dir = json.loads(paths.mlflow_pointer.read_text()).get("run_dir")
-    return JournaledTracker(project_root=paths.root, pointer_path=paths.mlflow_pointer,
-                            journal_path=Path(run_dir) / JOURNAL_NAME if run_dir else None, offline_ok=offline_ok)
 
 
 @task(name="prepare", cache_policy=NO_CACHE)
@@ -74,86 +63,51 @@ def prepare_task(root: str, params_file: str, overrides: dict[str, Any] | None) 
 @task(name="start-tracking", cache_policy=NO_CACHE)
 def start_tracking_task(root: str, params_file: str, overrides: dict[str, Any] | None, run_dir: str,
                         run_name: str | None) -> str:
-    """Open the training run's MLflow parent: the one its folder records (a resumed run), else a new
-    one; log its training params, lineage tags, dataset inputs and the params file as given."""
-    from uaafusion.lineage import dataset_record, run_tags
-    from uaafusion.lineage import run_name as choose_run_name
-    from uaafusion.steps import with_absolute_data_root
-    from uaafusion.training import training_params
+    """Open the training run's MLflow parent (:func:`uaafusion.tracked_training.start_training_run`)."""
+    from uaafusion.tracked_training import start_training_run
 
     params, paths = _load(root, params_file, overrides)
-    params_path = _params_path(root, params_file)
-    device = resolve_device(params.device)
-    tracker = _tracker(paths, run_dir, params.tracking.offline_ok)
-    tags = {**run_tags(paths.root, params_path, device), "uaafusion.run_dir": run_dir,
-            "uaafusion.schedule": params.train.schedule}
-    parent = tracker.start_parent(choose_run_name(run_name, params_path), flatten(training_params(params)), tags,
-                                  run_record=Path(run_dir) / RUN_RECORD_NAME)
-    data_params = with_absolute_data_root(params, paths)
-    for split, context in ((params.data.train_split, "training"), (params.data.test_split, "test")):
-        record = dataset_record(data_params, split)
-        tracker.log_dataset(parent, record.name, record.digest, record.source, record.profile, context)
-    tracker.log_artifact(parent, params_path, "params")
-    if overrides:
-        tracker.log_dict(parent, overrides, "params/overrides.json")
-    get_run_logger().info("MLflow parent run %s at %s; training on device %s", parent, tracker.uri, device)
+    parent = start_training_run(params, paths, _params_path(root, params_file), Path(run_dir), run_name, overrides)
+    get_run_logger().info("MLflow parent run %s; training on device %s", parent, resolve_device(params.device))
     return parent
 
 
 @task(name="train-stage", cache_policy=NO_CACHE)
 def train_stage_task(root: str, params_file: str, overrides: dict[str, Any] | None, run_dir: str,
                      stage: str, round_index: int) -> dict[str, float]:
-    """One training stage; on retry it resumes from the run's last checkpoint. Each step's metrics are
-    logged once (a resumed stage skips the steps logged before the kill); a validation's sample panels
-    go to the parent run as images at the round's step."""
-    from uaafusion.lineage import stage_params
-    from uaafusion.steps import with_absolute_data_root
-    from uaafusion.training import run_stage, sample_panels_dir
+    """One training stage, tracked (:func:`uaafusion.tracked_training.run_tracked_stage`); on retry it
+    resumes from the run's last checkpoint."""
+    from uaafusion.tracked_training import run_tracked_stage
 
     params, paths = _load(root, params_file, overrides)
-    tracker = _tracker(paths, run_dir)
-    tracker.attach_parent()
-
-    def sink(run_name: str, metrics: dict[str, float], step: int) -> None:
-        tracker.log_metrics(tracker.nested(run_name, stage_params(params, run_name)), metrics, step, once=True)
-
-    try:
-        # Relative data roots are relative to the project, not to the worker's current directory.
-        metrics = run_stage(with_absolute_data_root(params, paths), Path(run_dir), stage, round_index, sink)
-    except BaseException:
-        for name in list(tracker.nested_run_ids):
-            tracker.close_nested(name, FAILED)
-        raise
-    for name in list(tracker.nested_run_ids):
-        tracker.close_nested(name)
-    if stage == "validation" and metrics:
-        panels = sample_panels_dir(Path(run_dir), round_index)
-        if panels.is_dir():
-            tracker.log_image_folder(tracker.parent_run_id, panels, round_index)
-        tracker.log_metrics(tracker.parent_run_id, {f"validation_{key}": value for key, value in metrics.items()},
-                            round_index, once=True)
+    metrics = run_tracked_stage(params, paths, Path(run_dir), stage, round_index)
     get_run_logger().info("%s %s: %s", stage, round_index or "", metrics)
     return metrics
 
 
 @task(name="export-models", cache_policy=NO_CACHE)
 def export_task(root: str, params_file: str, overrides: dict[str, Any] | None, run_dir: str) -> str:
-    """Write the checkpoint and the training curves; log the pyfunc model and register it (the alias
-    ``champion`` moves only when this run is better on ``tracking.champion_metric``)."""
-    from uaafusion.steps import write_training_curves
-    from uaafusion.training import export_models, read_history
+    """Write the checkpoint and the training curves, register the model
+    (:func:`uaafusion.tracked_training.export_and_register`)."""
+    from uaafusion.tracked_training import export_and_register
 
     params, paths = _load(root, params_file, overrides)
-    checkpoint = export_models(params, Path(run_dir), paths.model_checkpoint)
-    curves = write_training_curves(read_history(Path(run_dir)), paths.training_plots)
-    tracker = _tracker(paths, run_dir)
-    tracker.attach_parent()
-    registration = tracker.register(checkpoint, params.tracking.champion_metric, params.tracking.champion_goal)
-    for path in curves.values():
-        tracker.log_artifact(tracker.parent_run_id, path, "training")
+    checkpoint, registration = export_and_register(params, paths, Path(run_dir))
     get_run_logger().info("models written to %s; %s", checkpoint,
                           f"registered as version {registration.version} ({registration.reason})" if registration
                           else "registration journaled until the MLflow server answers")
+    return str(checkpoint)
+
+
+@task(name="train-distributed", cache_policy=NO_CACHE)
+def train_distributed_task(root: str, params_file: str, overrides: dict[str, Any] | None, run_name: str | None,
+                           processes: int) -> str:
+    """The whole train step in ``processes`` processes under torchrun
+    (:func:`uaafusion.training.launch.launch_training`); on retry it resumes from the last checkpoint."""
+    from uaafusion.training.launch import launch_training
+
+    checkpoint = launch_training(root, params_file, overrides, run_name, processes)
+    get_run_logger().info("models written to %s by %d training processes", checkpoint, processes)
     return str(checkpoint)
 
 
@@ -167,7 +121,7 @@ def evaluate_task(root: str, params_file: str, overrides: dict[str, Any] | None)
     from uaafusion.steps import evaluate_step
 
     params, paths = _load(root, params_file, overrides)
-    tracker = _tracker(paths)
+    tracker = open_tracker(paths)
     parent = tracker.attach_parent()
     with tracker.running():
         means = evaluate_step(params, paths)
@@ -201,7 +155,7 @@ def report_task(root: str, params_file: str, overrides: dict[str, Any] | None) -
     from uaafusion.report import build_report
 
     params, paths = _load(root, params_file, overrides)
-    tracker = _tracker(paths)
+    tracker = open_tracker(paths)
     parent = tracker.attach_parent()
     with tracker.running():
         index = build_report(params, paths, params_file=_params_path(root, params_file), overrides=overrides)
@@ -221,6 +175,7 @@ def pipeline(
     dataset_root: str | None = None,
     project_root: str | None = None,
     run_name: str | None = None,
+    gpus: int | None = None,
 ) -> dict[str, Any]:
     """Run the chosen pipeline steps (default: all) with params from ``params_file``.
 
@@ -228,7 +183,8 @@ def pipeline(
     ``data.root`` (what a deployment usually changes); ``overrides`` takes any dotted keys.
     ``run_name`` names a new MLflow parent run (default: a deployment's flow run name, else the DVC
     experiment's name, else the params file's stem and a time stamp); a resumed training run keeps
-    its parent and name.
+    its parent and name. ``gpus``: training processes on this node, one per GPU (on a host without
+    CUDA, CPU processes); above 1 the train step runs under torchrun (:mod:`uaafusion.training.distributed`).
     """
     from uaafusion.allocator import keep_freed_memory
 
@@ -245,7 +201,14 @@ def pipeline(
 
     if "prepare" in chosen:
         results["prepare"] = prepare_task(root, params_file, overrides)
-    if "train" in chosen:
+    if gpus is not None:
+        from uaafusion.training.launch import check_processes
+
+        check_processes(gpus, device.type)
+    if "train" in chosen and (gpus or 1) > 1:
+        distributed = train_distributed_task.with_options(retries=params.train.retries, retry_delay_seconds=1)
+        results["models"] = distributed(root, params_file, overrides, run_name or _deployment_flow_run_name(), gpus)
+    elif "train" in chosen:
         from uaafusion.training import read_history, run_fingerprint, training_units
         from uaafusion.training.lock import run_folder_lock
 
@@ -255,7 +218,7 @@ def pipeline(
             if done:  # in the flow run's own log (a deployment's UI), not only in uaafusion's
                 logger.info("resuming from %s (%d units done)", run_dir, done)
             start_tracking_task(root, params_file, overrides, run_dir, run_name or _deployment_flow_run_name())
-            tracker = _tracker(paths, run_dir)
+            tracker = open_tracker(paths, run_dir)
             tracker.attach_parent()
             with tracker.running():  # the parent ends FINISHED, FAILED or KILLED with this step
                 retrying_stage = train_stage_task.with_options(retries=params.train.retries, retry_delay_seconds=1)
@@ -291,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a param, e.g. -S train.rounds=1 (value parsed as YAML)")
     parser.add_argument("--run-name", default=None,
                         help="name of a new MLflow parent run (default: the DVC experiment, else params stem + time)")
+    parser.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
+                        help="training processes (one per GPU; CPU processes without CUDA); above 1: torchrun")
     args = parser.parse_args(argv)
     from uaafusion.config import parse_overrides
     from uaafusion.errors import ConfigError, UAAFusionError
@@ -305,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         steps, root = [step for step in args.steps.split(",") if step], args.root or str(Path.cwd())
         check_pipeline_run(root, args.params, steps, overrides or None)  # before Prefect starts: no traceback
         pipeline(params_file=args.params, steps=steps, overrides=overrides or None, project_root=root,
-                 run_name=args.run_name)
+                 run_name=args.run_name, gpus=args.nproc_per_node)
     except UAAFusionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

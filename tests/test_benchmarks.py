@@ -239,3 +239,18 @@ def test_targets_judge_the_attribution_ratio_per_device_and_the_cache_in_both_se
     assert found["metrics/60x640x480"] == {"target": "< 60 s", "value": 61.0, "met": False}
     found = suite.targets({"device": "cpu", "cases": {"degrade/60-pairs-all-kinds": {"median_s": 14.0}}})
     assert found["degrade/60-pairs-all-kinds"] == {"target": "< 60 s", "value": 14.0, "met": True}
+
+
+@pytest.mark.slow  # four torchrun launches: about a minute
+def test_quick_distributed_section_times_one_and_two_processes(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    assert suite.main(["--quick", "--device", "cpu", "--only", "distributed", "--processes", "2", "--repeats", "1",
+                       "--root", str(tmp_path), *PARAMS, "--out", str(out)]) == 0
+    document = json.loads(out.read_text())
+    one, two = document["cases"]["distributed/1x2-threads"], document["cases"]["distributed/2x1-threads"]
+    for case, processes in ((one, 1), (two, 2)):
+        _check_timing(case, 1)
+        assert case["processes"] == processes and case["steps"] > 0 and case["samples"] > 0
+        assert case["samples_per_s"] == pytest.approx(case["samples"] / case["median_s"])
+    assert one["steps"] == two["steps"]  # the same global batches in one and in two processes
+    assert document["ratios"]["distributed/2_processes_vs_1"] == pytest.approx(two["samples_per_s"] / one["samples_per_s"])

@@ -130,10 +130,12 @@ class TrainConfig:
     amp: bool = False
     retries: int = 1
     init_from: str | None = None
+    distributed_timeout_s: float = 1800.0  # several processes: how long one waits for the others, then fails
 
     def check(self, prefix: str) -> None:
         for name in ("rounds", "pretrain_epochs", "fusion_epochs", "segmentation_epochs", "joint_epochs", "retries"):
             _require(getattr(self, name) >= 0, f"{prefix}.{name}", "an integer >= 0", getattr(self, name))
+        _require(self.distributed_timeout_s > 0, f"{prefix}.distributed_timeout_s", "seconds > 0", self.distributed_timeout_s)
         for name in ("lr_fusion", "lr_segmenter"):
             _require(getattr(self, name) > 0, f"{prefix}.{name}", "a positive number", getattr(self, name))
         _require(self.weight_decay >= 0, f"{prefix}.weight_decay", "a number >= 0", self.weight_decay)

@@ -51,8 +51,7 @@ def test_prefect_yaml_deploys_the_pipeline_on_a_gpu_pool() -> None:
     assert not config.get("build") and not config.get("push")  # nothing needs the network
     assert config["pull"] == [{"prefect.deployments.steps.set_working_directory": {
         "directory": "{{ $UAAFUSION_PROJECT_DIR }}"}}]
-    (deployment,) = config["deployments"]
-    assert deployment["name"] == DEPLOYMENT_NAME
+    (deployment,) = [deployment for deployment in config["deployments"] if deployment["name"] == DEPLOYMENT_NAME]
     assert deployment["entrypoint"] == "flows/pipeline.py:pipeline"
     assert pipeline.name == FLOW_NAME
     assert set(deployment["parameters"]) <= set(inspect.signature(pipeline.fn).parameters)
@@ -305,6 +304,25 @@ def test_worker_runs_the_deployment_and_tracks_it_in_mlflow(stack: Stack) -> Non
             "evaluate", "report"} <= set(children)
     assert children["report"].data.params["report.samples"] == "1"  # deployment parameters reach the params
     assert list((project / "mlartifacts").rglob("uaafusion.pt"))
+
+
+@pytest.mark.slow
+def test_worker_runs_the_train_step_in_two_processes(stack: Stack) -> None:
+    """``-p gpus=2``: the flow run on the worker trains under torchrun (two CPU processes here)."""
+    from mlflow import MlflowClient
+
+    flow_run = _run_deployment_on_worker(stack, "two-process-run", parameters={
+        "steps": ["prepare", "train"], "rounds": 1, "gpus": 2, "overrides": {"seed": 1}})
+    logs = _flow_run_logs(stack, flow_run.id, wait_for="Finished in state")
+    assert flow_run.state.is_completed(), (f"flow run ended {flow_run.state_name}: {flow_run.state.message}\n"
+                                           f"{logs[-4000:]}\n{stack.log_tails()}")
+    assert "by 2 training processes" in logs, logs[-4000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{stack.project / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("uaafusion").experiment_id],
+                              filter_string="attributes.run_name = 'two-process-run'")
+    (parent,) = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    assert parent.info.status == "FINISHED" and parent.data.params["world_size"] == "2"
+    assert parent.data.tags["uaafusion.devices"].startswith("2 x cpu")
 
 
 @pytest.mark.slow

@@ -19,9 +19,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from uaafusion import ddp
 from uaafusion.config import Params
 from uaafusion.device import resolve_device
 from uaafusion.errors import TrainingError
+from uaafusion.integrity import write_text_atomically
 from uaafusion.training.builders import build_models, build_optimizer, build_scheduler
 from uaafusion.training.initialise import initialise_from
 from uaafusion.training.state import Progress, TrainingObjects, load_state, save_state
@@ -84,12 +86,12 @@ def run_fingerprint(params: Params) -> str:
 
 
 NOT_TRAINING_SECTIONS = ("device", "report", "evaluate", "tracking", "outputs")
-NOT_TRAINING_KEYS = (("train", "retries"), ("data", "num_workers"))
+NOT_TRAINING_KEYS = (("train", "retries"), ("train", "distributed_timeout_s"), ("data", "num_workers"))
 
 
 def training_params(params: Params) -> dict:
     """The params that change a training run's result, nested as in ``params.yaml``: all but the
-    device, retries, loader workers and the evaluate, report, tracking and outputs sections."""
+    device, retries, the distributed timeout, loader workers and the evaluate, report, tracking and outputs sections."""
     relevant = params.to_dict()
     for section in NOT_TRAINING_SECTIONS:
         relevant.pop(section, None)
@@ -115,9 +117,10 @@ def package_source_digest() -> str:
 
 def open_training(params: Params, run_dir: Path, sink: MetricsSink | None = None) -> TrainingContext:
     """Build models and optimisers from params and restore the run folder's state if it has one."""
-    device = resolve_device(params.device)
+    device = ddp.rank_device(resolve_device(params.device))
     _seed_everything(params.seed)
     fusion, segmenter = build_models(params, device)
+    segmenter = ddp.synchronise_batch_norm(segmenter, device)
     train = params.train
     optimizers = {
         "fusion": build_optimizer(fusion, train.lr_fusion, train.weight_decay),
@@ -139,8 +142,9 @@ def open_training(params: Params, run_dir: Path, sink: MetricsSink | None = None
         LOGGER.info("resuming from %s (%d units done)", run_dir, len(objects.progress.completed))
     elif train.init_from:
         initialise_from(train.init_from, fusion, segmenter)
-    (run_dir / "params.json").parent.mkdir(parents=True, exist_ok=True)
-    (run_dir / "params.json").write_text(json.dumps(params.to_dict(), indent=2))
+    if ddp.is_main():
+        (run_dir / "params.json").parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / "params.json").write_text(json.dumps(params.to_dict(), indent=2))
     class_weights = _class_weights(params, run_dir)
     return TrainingContext(params, device, run_dir, objects, sink or _ignore_sink,
                            None if class_weights is None else class_weights.to(device))
@@ -168,8 +172,8 @@ def _class_weights(params: Params, run_dir: Path) -> torch.Tensor | None:
     weights = class_balance_weights(np.asarray(record["pixel_counts"], dtype=np.float64), exponent)
     # Counted when this run folder was first opened (its params hash fixes the data); the weights follow.
     updated = {**record, "class_balance": exponent, "weights": weights.tolist()}
-    if updated != record:
-        record_file.write_text(json.dumps(updated, indent=2))
+    if updated != record and ddp.is_main():  # whole or not at all: other processes may read it
+        write_text_atomically(record_file, json.dumps(updated, indent=2))
     LOGGER.info("segmentation class weights (class_balance %s): %s", exponent,
                 dict(zip(classes, weights.round(3).tolist())))
     return torch.tensor(weights, dtype=torch.float32)

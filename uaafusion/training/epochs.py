@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 import torch
 
+from uaafusion import ddp
 from uaafusion.training.context import TrainingContext
 from uaafusion.training.loop import (
     RunningMeans,
@@ -37,6 +38,7 @@ def segmenter_epoch(context: TrainingContext, unit: str, fused_store: Mapping[st
     set_trainable(context.fusion, False)
     set_trainable(segmenter, True)
     segmenter.train()
+    model = ddp.wrap(segmenter)  # several processes: gradients averaged over them
     optimizer = context.objects.optimizers["segmenter"]
     means = RunningMeans()
     for batch in train_batches(context, unit):
@@ -45,29 +47,29 @@ def segmenter_epoch(context: TrainingContext, unit: str, fused_store: Mapping[st
             inputs["fused"] = crop_stored(fused_store, batch, context.device)
         optimizer.zero_grad(set_to_none=True)
         with autocast(context):
-            loss, losses = segmenter_loss(context, inputs, batch["label"])
+            loss, losses = segmenter_loss(context, inputs, batch["label"], model)
         check_finite(context, unit, loss)
         loss.backward()
         clip_gradients(segmenter, params.train.grad_clip)
         optimizer.step()
         terms = {"loss": loss.item(), **{f"loss_{name}": value.item() for name, value in losses.items()},
                  **degradation_shares(params, batch)}
-        log_step(context, unit, terms)
-        means.add(terms)
+        means.add(log_step(context, unit, terms))
     return means.means()
 
 
-def segmenter_loss(context: TrainingContext, inputs: Mapping[str, torch.Tensor],
-                   labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The segmenter's loss on every input image ``(B, 1, H, W)`` against the same ``labels``
-    (cross-entropy with the class weights, plus ``loss.dice`` x Dice; docs/method.md §3).
+def segmenter_loss(context: TrainingContext, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor,
+                   model: torch.nn.Module) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss of the segmenter ``model`` (the context's segmenter, or it in DistributedDataParallel)
+    on every input image ``(B, 1, H, W)`` against the same ``labels`` (cross-entropy with the class
+    weights, plus ``loss.dice`` x Dice; docs/method.md §3).
 
     Returns ``(sum over the inputs, {input name: its loss})``.
     """
     from uaafusion.losses import segmentation_loss
 
     params = context.params
-    losses = {name: segmentation_loss(context.segmenter(image), labels, params.data.ignore_index, params.loss.dice,
+    losses = {name: segmentation_loss(model(image), labels, params.data.ignore_index, params.loss.dice,
                                       context.class_weights)
               for name, image in inputs.items()}
     return torch.stack(list(losses.values())).sum(), losses
@@ -87,6 +89,7 @@ def fusion_epoch(context: TrainingContext, unit: str, weights: Mapping[str, torc
     frozen = frozen_segmenter(segmenter)  # the segmenter does not change during this stage
     set_trainable(fusion, True)
     fusion.train()
+    model = ddp.wrap(fusion)
     loss_function = FusionLoss(params.loss, params.data.ignore_index, context.class_weights)
     optimizer = context.objects.optimizers["fusion"]
     means = RunningMeans()
@@ -97,8 +100,8 @@ def fusion_epoch(context: TrainingContext, unit: str, weights: Mapping[str, torc
         mask = labels_to_one_hot(labels, params.data.num_classes, params.data.ignore_index)
         optimizer.zero_grad(set_to_none=True)
         with autocast(context):
-            output = fusion(ir, vi, segmenter, mask=mask, weights=(weight_ir, 1.0 - weight_ir),
-                            **fusion_conditioning(fusion, batch))
+            output = model(ir, vi, segmenter, mask=mask, weights=(weight_ir, 1.0 - weight_ir),
+                           **fusion_conditioning(fusion, batch))
             terms = loss_function(output, ir_target, vi_target, frozen(output.fused), labels, roi)
         loss = terms["total"]
         check_finite(context, unit, loss)
@@ -107,8 +110,7 @@ def fusion_epoch(context: TrainingContext, unit: str, weights: Mapping[str, torc
         optimizer.step()
         values = {f"loss_{key}" if key != "total" else "loss": float(value.detach()) for key, value in terms.items()}
         values.update(degradation_shares(params, batch))
-        log_step(context, unit, values)
-        means.add(values)
+        means.add(log_step(context, unit, values))
     set_trainable(segmenter, True)
     return means.means()
 
@@ -126,6 +128,9 @@ def joint_epoch(context: TrainingContext, unit: str) -> dict[str, float]:
     fusion_optimizer = context.objects.optimizers["fusion"]
     segmenter_optimizer = context.objects.optimizers["segmenter"]
     attribution = params.attribution
+    set_trainable(fusion, True)
+    set_trainable(segmenter, True)
+    fusion_model, segmenter_model = ddp.wrap(fusion), ddp.wrap(segmenter)  # each keeps its parameters in step
     means = RunningMeans()
     for batch in train_batches(context, unit):
         ir, vi, labels, roi = batch["ir"], batch["vi"], batch["label"], batch["roi"]
@@ -141,8 +146,8 @@ def joint_epoch(context: TrainingContext, unit: str) -> dict[str, float]:
                                                 engine=attribution.engine, scale=attribution.scale)
         fusion_optimizer.zero_grad(set_to_none=True)
         with autocast(context):
-            output = fusion(ir, vi, segmenter, mask=mask, weights=(weight_ir, weight_vi),
-                            **fusion_conditioning(fusion, batch))
+            output = fusion_model(ir, vi, segmenter, mask=mask, weights=(weight_ir, weight_vi),
+                                  **fusion_conditioning(fusion, batch))
             terms = loss_function(output, ir_target, vi_target, frozen_segmenter(segmenter)(output.fused),
                                   labels, roi)
         check_finite(context, unit, terms["total"])
@@ -155,14 +160,14 @@ def joint_epoch(context: TrainingContext, unit: str) -> dict[str, float]:
         segmenter.train()
         segmenter_optimizer.zero_grad(set_to_none=True)
         with autocast(context):
-            loss, _ = segmenter_loss(context, {"fused": output.fused.detach(), "ir": ir, "vi": vi}, labels)
+            loss, _ = segmenter_loss(context, {"fused": output.fused.detach(), "ir": ir, "vi": vi}, labels,
+                                     segmenter_model)
         check_finite(context, unit, loss)
         loss.backward()
         clip_gradients(segmenter, params.train.grad_clip)
         segmenter_optimizer.step()
         values = {"loss": float(terms["total"].detach()), "loss_segmenter": float(loss.detach()),
                   **degradation_shares(params, batch)}
-        log_step(context, unit, values)
-        means.add(values)
+        means.add(log_step(context, unit, values))
     set_trainable(fusion, True)
     return means.means()

@@ -15,9 +15,10 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 from tqdm import tqdm
 
+from uaafusion import ddp
 from uaafusion.config import Params
 from uaafusion.device import mixed_precision
 from uaafusion.errors import TrainingError
@@ -57,10 +58,14 @@ def train_batches(context: TrainingContext, unit: str) -> Iterator[dict[str, Any
         dataset.set_epoch(seed)
     generator = torch.Generator().manual_seed(seed)
     batch_size = min(params.data.batch_size, len(dataset))
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator,
-                        drop_last=len(dataset) >= 2 * batch_size, num_workers=params.data.num_workers,
+    global_batches = BatchSampler(RandomSampler(dataset, generator=generator), batch_size,
+                                  drop_last=len(dataset) >= 2 * batch_size)
+    current = ddp.world()
+    # The loader draws from the generator as DataLoader(shuffle=True) does: one process's batches.
+    loader = DataLoader(dataset, batch_sampler=ddp.RankShareSampler(global_batches, current.rank, current.world_size),
+                        generator=generator, num_workers=params.data.num_workers,
                         collate_fn=getattr(dataset, "collate", None))
-    for batch in tqdm(loader, desc=unit, leave=False, disable=None):
+    for batch in tqdm(loader, desc=unit, leave=False, disable=None if current.is_main else True):
         yield {key: value.to(context.device) if isinstance(value, torch.Tensor) and key != "crop" else value
                for key, value in batch.items()}
 
@@ -81,12 +86,15 @@ class RunningMeans:
         return {key: value / max(self.count, 1) for key, value in self.totals.items()}
 
 
-def log_step(context: TrainingContext, unit: str, values: dict[str, float]) -> None:
-    """Record one optimisation step's losses in the history and send them to the sink."""
+def log_step(context: TrainingContext, unit: str, values: dict[str, float]) -> dict[str, float]:
+    """Record one optimisation step's losses (the mean over the training processes) in the history and
+    send them to the sink; returns what it recorded."""
+    values = ddp.mean_over_ranks(values, context.device)
     context.progress.global_step += 1
     run_name = stage_run_name(unit)
     context.progress.steps.append({"step": context.progress.global_step, "stage": run_name, **values})
     context.sink(run_name, values, context.progress.global_step)
+    return values
 
 
 def finish_unit(context: TrainingContext, unit: str, phase: str, where: dict[str, int],
@@ -103,9 +111,11 @@ def finish_unit(context: TrainingContext, unit: str, phase: str, where: dict[str
     context.sink(stage_run_name(unit),
                  {f"epoch_{key}" if phase != "validation" else key: value for key, value in metrics.items()},
                  context.progress.global_step)
-    context.save()
-    write_text_atomically(context.run_dir / "history.json", json.dumps(
-        {"units": context.progress.history, "steps": context.progress.steps}, indent=1))
+    if ddp.is_main():  # one writer; the others wait, then open the next stage from what it saved
+        context.save()
+        write_text_atomically(context.run_dir / "history.json", json.dumps(
+            {"units": context.progress.history, "steps": context.progress.steps}, indent=1))
+    ddp.barrier()
     LOGGER.info("%s: %s", unit, ", ".join(f"{key}={value:.4g}" for key, value in metrics.items()))
 
 

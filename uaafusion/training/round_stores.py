@@ -11,18 +11,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from tqdm import tqdm
 
+from uaafusion import ddp
 from uaafusion.failpoints import reach
 from uaafusion.integrity import DamagedFileError, load_verified, save_verified
 from uaafusion.models import exact_inference
 from uaafusion.training.context import TrainingContext
-
-if TYPE_CHECKING:
-    from uaafusion.attribution import WeightCache
 
 LOGGER = logging.getLogger(__name__)
 
@@ -53,15 +51,24 @@ def round_weights(context: TrainingContext, round_index: int) -> Mapping[str, to
     """This round's infrared weights ``(1, H, W)`` of every full training image, by name: loaded from
     the run folder, or computed (:func:`_compute_weights`) and kept there."""
     def compute() -> dict[str, torch.Tensor]:
-        cache = _compute_weights(context)
-        return {name: cache[name] for name in context.dataset(context.params.data.train_split, crop=False).names}
+        names = context.dataset(context.params.data.train_split, crop=False).names
+        weights = ddp.gather_shards(_attribution_chunks(context), lambda chunks: _compute_weights(context, chunks))
+        return {name: weights[name] for name in names}
 
     return _kept_in_run_folder(context.run_dir / f"weights-round-{round_index}.pt", compute)
 
 
-def _compute_weights(context: TrainingContext) -> WeightCache:
-    """Attribution weights of every full training image with its label mask, batched over
-    ``data.batch_size`` images of the same size (:class:`~uaafusion.attribution.WeightCache`)."""
+def _attribution_chunks(context: TrainingContext) -> list[range]:
+    """The training images' indices in batches of ``data.batch_size`` (one attribution batch each)."""
+    size = len(context.dataset(context.params.data.train_split, crop=False))
+    chunk = max(1, context.params.data.batch_size)
+    return [range(start, min(start + chunk, size)) for start in range(0, size, chunk)]
+
+
+def _compute_weights(context: TrainingContext, chunks: list[range]) -> dict[str, torch.Tensor]:
+    """Attribution weights ``(1, H, W)`` by name of the full training images in ``chunks`` (this
+    process's share of :func:`_attribution_chunks`), each with its label mask, one batch per chunk
+    (:class:`~uaafusion.attribution.WeightCache`)."""
     from uaafusion.attribution import WeightCache
 
     params = context.params
@@ -72,33 +79,39 @@ def _compute_weights(context: TrainingContext) -> WeightCache:
                         internal_batch_size=attribution.internal_batch_size,
                         engine=attribution.engine, scale=attribution.scale)
     dataset = context.dataset(params.data.train_split, crop=False)
-    chunk = max(1, params.data.batch_size)
-    for start in tqdm(range(0, len(dataset), chunk), desc="attribution weights", leave=False, disable=None):
-        samples = [dataset[index] for index in range(start, min(start + chunk, len(dataset)))]
-        names, ir_list, vi_list, class_masks = [], [], [], []
+    names: list[str] = []
+    for indices in tqdm(chunks, desc="attribution weights", leave=False, disable=None if ddp.is_main() else True):
+        samples = [dataset[index] for index in indices]
+        chunk_names, ir_list, vi_list, class_masks = [], [], [], []
         for sample in samples:
             ir = sample["ir"][None].to(context.device)
             vi = sample["vi"][None].to(context.device)
             class_masks.append(sample_mask(context, sample, ir, vi)[0])
-            names.append(sample["name"])
+            chunk_names.append(sample["name"])
             ir_list.append(ir[0])
             vi_list.append(vi[0])
-        cache.get_or_compute(names, ir_list, vi_list, class_masks, segmenter)
+        cache.get_or_compute(chunk_names, ir_list, vi_list, class_masks, segmenter)
+        names += chunk_names
         reach(f"attribution:{len(cache)}")
-    return cache
+    return {name: cache[name] for name in names}
 
 
 def _kept_in_run_folder(path: Path, compute: Callable[[], dict[str, torch.Tensor]]) -> Mapping[str, torch.Tensor]:
     """A per-round store of tensors by image name: loaded from ``path`` when a run (or the round's
     other stage) has kept it there, else made by ``compute()`` and kept there for the next reader. A
-    damaged store (truncated, changed, no digest) is made again, with a warning naming it."""
-    if path.is_file():
+    damaged store (truncated, changed, no digest) is made again, with a warning naming it. Several
+    training processes make it together (``compute`` gathers their shares) and rank 0 keeps it."""
+    store: Mapping[str, torch.Tensor] | None = None
+    if ddp.from_main(path.is_file()):  # every process takes the same path: computing is collective
         try:
-            return load_verified(path)
+            store = load_verified(path)
         except DamagedFileError as error:
             LOGGER.warning("%s; computing it again", error)
+    if ddp.from_main(store is not None):
+        return store if store is not None else load_verified(path)
     store = compute()
-    save_verified(store, path)
+    if ddp.is_main():
+        save_verified(store, path)
     return store
 
 
@@ -109,18 +122,23 @@ def fused_image_store(context: TrainingContext, weights: Mapping[str, torch.Tens
     fusion, segmenter = context.fusion, context.segmenter
     fusion.eval()
     segmenter.eval()
-    store: dict[str, torch.Tensor] = {}
     dataset = context.dataset(params.data.train_split, crop=False)
-    for index in tqdm(range(len(dataset)), desc="fusing training images", leave=False, disable=None):
-        sample = dataset[index]
-        ir = sample["ir"][None].to(context.device)
-        vi = sample["vi"][None].to(context.device)
-        mask = sample_mask(context, sample, ir, vi)
-        weight_ir = weights[sample["name"]][None].to(context.device)
-        with torch.no_grad(), exact_inference(fusion):
-            output = fusion(ir, vi, segmenter, mask=mask, weights=(weight_ir, 1.0 - weight_ir))
-        store[sample["name"]] = output.fused[0].detach().cpu()
-    return store
+
+    def fuse(indices: list[int]) -> dict[str, torch.Tensor]:
+        fused: dict[str, torch.Tensor] = {}
+        for index in tqdm(indices, desc="fusing training images", leave=False, disable=None if ddp.is_main() else True):
+            sample = dataset[index]
+            ir = sample["ir"][None].to(context.device)
+            vi = sample["vi"][None].to(context.device)
+            mask = sample_mask(context, sample, ir, vi)
+            weight_ir = weights[sample["name"]][None].to(context.device)
+            with torch.no_grad(), exact_inference(fusion):
+                output = fusion(ir, vi, segmenter, mask=mask, weights=(weight_ir, 1.0 - weight_ir))
+            fused[sample["name"]] = output.fused[0].detach().cpu()
+        return fused
+
+    store = ddp.gather_shards(range(len(dataset)), fuse)  # each process fuses its share
+    return {name: store[name] for name in dataset.names}
 
 
 def crop_stored(store: Mapping[str, torch.Tensor], batch: dict[str, Any], device: torch.device) -> torch.Tensor:

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from uaafusion import ddp
 from uaafusion.config import Params
 from uaafusion.training.builders import model_spec
 from uaafusion.training.context import MetricsSink, open_training, run_fingerprint
@@ -94,7 +95,8 @@ def validation_stage(params: Params, run_dir: Path, round_index: int, sink: Metr
     for row in context.progress.history:
         if row.get("unit") == unit:
             return {key: value for key, value in row.items() if isinstance(value, float)}
-    metrics = validate(context, samples_dir=sample_panels_dir(run_dir, round_index))
+    # One process validates (the test split is small); the others wait for its metrics.
+    metrics = ddp.from_main(validate(context, samples_dir=sample_panels_dir(run_dir, round_index)) if ddp.is_main() else {})
     finish_unit(context, unit, "validation", {"round": round_index}, metrics, scheduler=None)
     return metrics
 
