@@ -201,7 +201,7 @@ def pipeline(
 
     if "prepare" in chosen:
         results["prepare"] = prepare_task(root, params_file, overrides)
-    if gpus is not None:
+    if gpus is not None and gpus != 1:  # one process needs no torchrun
         from uaafusion.training.launch import check_processes
 
         check_processes(gpus, device.type)

@@ -160,13 +160,24 @@ def test_file_problems(tmp_path):
         load_params(listing)
 
 
-@pytest.mark.parametrize("preset", sorted((REPO_ROOT / "params").glob("*.yaml")), ids=lambda path: path.name)
+@pytest.mark.parametrize("preset", sorted((REPO_ROOT / "params").rglob("*.yaml")), ids=lambda path: path.name)
 def test_presets_are_short_overrides_that_write_to_their_own_folders(preset):
     params = load_params(preset)
     defaults = Params().outputs
     for name in ("models", "fused", "reports"):
         assert getattr(params.outputs, name) != getattr(defaults, name), f"{preset.name}: outputs.{name}"
     assert "extends" in yaml.safe_load(preset.read_text()) and len(preset.read_text().splitlines()) <= 40
+
+
+@pytest.mark.parametrize("preset", sorted((REPO_ROOT / "params" / "methods").glob("*.yaml")), ids=lambda path: path.stem)
+def test_method_presets_train_their_head_on_the_msrs_preset_budget(preset):
+    from uaafusion.training import training_params
+
+    method, msrs = load_params(preset), load_params(REPO_ROOT / "params" / "msrs-boxes.yaml")
+    assert method.model.fusion.name == preset.stem
+    relevant, base = training_params(method), training_params(msrs)
+    relevant["model"]["fusion"].pop("name"), base["model"]["fusion"].pop("name")
+    assert relevant == base  # the same data, crops, schedule and steps: only the head differs
 
 
 def test_a_preset_overrides_what_it_names_and_keeps_the_rest_of_its_base(tmp_path):

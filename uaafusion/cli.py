@@ -16,7 +16,8 @@ from uaafusion.allocator import keep_freed_memory
 from uaafusion.errors import UAAFusionError
 
 # Each module exposes ``register(subparsers)``; its parser sets ``func`` (args -> exit code).
-COMMAND_MODULES: tuple[str, ...] = ("prepare", "degrade", "evaluate", "compare", "fuse", "report", "sync-tracking")
+COMMAND_MODULES: tuple[str, ...] = ("prepare", "degrade", "evaluate", "compare", "fuse", "report", "sync-tracking",
+                                    "methods")
 COMMAND_ENTRY_POINTS = "uaafusion.commands"
 """Entry-point group of commands from other packages: each names a ``register(subparsers)`` function."""
 

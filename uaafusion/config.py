@@ -155,10 +155,15 @@ class LossConfig:
     dice: float = 0.0
     roi: float = 0.0
     class_balance: float = 0.0
+    mask: float = 0.5  # mask_guided's mask against its pseudo ground truth (docs/method.md)
+    mask_target: Literal["max", "weighted"] = "max"
+    degradation: float = 0.1  # prompt's degradation classifier: cross-entropy on the kinds given in training
 
     def check(self, prefix: str) -> None:
         for item in dataclasses.fields(self):
-            _require(getattr(self, item.name) >= 0, f"{prefix}.{item.name}", "a weight >= 0", getattr(self, item.name))
+            value = getattr(self, item.name)
+            if isinstance(value, float):
+                _require(value >= 0, f"{prefix}.{item.name}", "a weight >= 0", value)
         _require(self.class_balance <= 1.0, f"{prefix}.class_balance",
                  "an exponent in [0, 1] (0 = plain cross-entropy, 0.5 = 1/sqrt(frequency), 1 = 1/frequency)",
                  self.class_balance)

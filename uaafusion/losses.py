@@ -107,11 +107,30 @@ def roi_loss(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor, roi: torch
     return intensity + gradient
 
 
+def mask_loss(output: FusionOutput, ir: torch.Tensor, vi: torch.Tensor, target: str) -> torch.Tensor:
+    """Mean absolute difference between a head's modality mask ``output.maps["mask"]`` and its pseudo ground
+    truth from the sources ``ir, vi (B, 1, H, W)`` (:func:`uaafusion.models.mask_guided.mask_target`)."""
+    from uaafusion.models.mask_guided import mask_target
+
+    expected = mask_target(ir, vi, output.weight_ir, output.weight_vi, target)
+    return (output.maps["mask"] - expected).abs().mean()
+
+
+def degradation_loss(logits: torch.Tensor, kinds: Sequence[str]) -> torch.Tensor:
+    """Cross-entropy of a head's degradation classifier ``logits (B, K)`` on the ``kinds`` the crops were
+    degraded with (:data:`uaafusion.models.prompt.DEGRADATION_KINDS` order)."""
+    from uaafusion.models.prompt import kind_indices
+
+    return functional.cross_entropy(logits, kind_indices(kinds, logits.device))
+
+
 class FusionLoss:
     """The fusion-stage objective, weighted by :class:`uaafusion.config.LossConfig`.
 
     ``loss(output, ir, vi, logits, labels, roi) -> {"intensity", "gradient", "segmentation",
-    "roi", "total"}``: the terms unweighted, ``total`` = the weighted sum. ``logits`` are
+    "roi", "total"}``, ``"mask"`` for a head with a modality mask (:func:`mask_loss`) and
+    ``"degradation"`` for a degradation-aware head given the crops' ``degradation`` kinds
+    (:func:`degradation_loss`): the terms unweighted, ``total`` = the weighted sum. ``logits`` are
     ``S(output.fused)`` (gradients flow through the frozen segmenter to the fused image); the
     segmentation term is the cross-entropy against ``labels`` (docs/method.md §3; Dice belongs to the
     segmentation stage), weighted by ``class_weights (C,)`` when given (``loss.class_balance``).
@@ -133,6 +152,7 @@ class FusionLoss:
         logits: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         roi: torch.Tensor | None = None,
+        degradation: Sequence[str] | None = None,
     ) -> dict[str, torch.Tensor]:
         fused = output.fused
         zero = fused.new_zeros(())
@@ -145,10 +165,18 @@ class FusionLoss:
             if config.segmentation > 0 and logits is not None and labels is not None else zero,
             "roi": roi_loss(fused, ir, vi, roi) if config.roi > 0 and roi is not None else zero,
         }
+        if "mask" in output.maps:  # a head with a modality mask (mask_guided)
+            terms["mask"] = mask_loss(output, ir, vi, config.mask_target) if config.mask > 0 else zero
+        if output.degradation_logits is not None and degradation is not None:  # a degradation-aware head
+            # Computed even at weight 0: the classifier stays in the graph (DistributedDataParallel
+            # expects a gradient for every parameter it keeps in step).
+            terms["degradation"] = degradation_loss(output.degradation_logits, degradation)
         terms["total"] = (
             config.intensity * terms["intensity"]
             + config.gradient * terms["gradient"]
             + config.segmentation * terms["segmentation"]
             + config.roi * terms["roi"]
+            + config.mask * terms.get("mask", zero)
+            + config.degradation * terms.get("degradation", zero)
         )
         return terms

@@ -86,6 +86,17 @@ def test_dvc_experiment_with_changed_param(clone: tuple[Path, dict[str, str]]) -
     assert "train.rounds" in json.dumps(table) or '"rounds": 2' in json.dumps(table)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("head", ["alpha_blend", "mask_guided", "prompt"])
+def test_dvc_experiment_trains_each_fusion_head(head: str, clone: tuple[Path, dict[str, str]]) -> None:
+    root, environment = clone
+    _run(["dvc", "exp", "run", "-n", f"head-{head}", "-S", f"model.fusion.name={head}"], root, environment)
+    shown = json.dumps(json.loads(_run(["dvc", "exp", "show", "--json"], root, environment)))
+    assert f"head-{head}" in shown and f'"name": "{head}"' in shown
+    metrics = json.loads((root / "reports" / "metrics.json").read_text())  # the workspace holds the last one
+    assert metrics["ours"]["VIF"] > 0
+
+
 def _queue_status(root: Path, environment: dict[str, str]) -> str:
     return _run(["dvc", "queue", "status"], root, environment)
 

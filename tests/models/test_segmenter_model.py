@@ -53,9 +53,28 @@ def test_unknown_names_list_allowed_ones():
         create_segmenter("Unet", "mobilenet_v9", num_classes=3)
 
 
-def test_named_weights_are_refused_and_local_files_load(tmp_path):
-    with pytest.raises(ConfigError, match="never downloads"):
+def test_named_weights_go_to_smp_and_a_failed_download_is_named(monkeypatch):
+    """``imagenet`` is segmentation-models-pytorch's own download (never exercised here): the name is
+    passed on, unknown names are refused before any download, a failed download says what to do."""
+    import urllib.error
+
+    import segmentation_models_pytorch as smp
+
+    with pytest.raises(ConfigError, match="encoder_weights 'no-such-weights' cannot be built"):
+        create_segmenter(num_classes=3, encoder_weights="no-such-weights")
+    asked = []
+
+    def offline(*args, **kwargs):
+        asked.append(kwargs["encoder_weights"])
+        raise urllib.error.URLError("no route to host")
+
+    monkeypatch.setattr(smp, "create_model", offline)
+    with pytest.raises(ConfigError, match="could not download them .*give that PATH"):
         create_segmenter(num_classes=3, encoder_weights="imagenet")
+    assert asked == ["imagenet"]
+
+
+def test_local_weight_files_load(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         create_segmenter(num_classes=3, encoder_weights=str(tmp_path / "missing.pth"))
     source = create_segmenter(num_classes=3, **SMALL_UNET)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import uaafusion.models.guided as guided
 import uaafusion.models.unfolding as unfolding
 from tests.models.segmenters_for_tests import TinySegmenter, random_images, stripe_mask
 from uaafusion.attribution import modality_weights
@@ -65,7 +66,7 @@ def test_given_mask_and_weights_skip_the_attribution(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("attribution must not run when weights are given")
 
-    monkeypatch.setattr(unfolding, "modality_weights", fail)
+    monkeypatch.setattr(guided, "modality_weights", fail)
     cached = model(ir, vi, segmenter, mask=mask, weights=weights)
     torch.testing.assert_close(cached.fused, reference.fused)
     assert cached.weight_ir is weights[0] or torch.equal(cached.weight_ir, weights[0])
@@ -255,13 +256,13 @@ def test_attribution_weights_cap_the_attribution_image(monkeypatch):
     ir, vi = random_images(1, 64, 64, 1), random_images(1, 64, 64, 2)
     mask = stripe_mask(1, 3, 64, 64)
     scales: list[float] = []
-    original = unfolding.modality_weights
+    original = guided.modality_weights
 
     def recording(*args, **kwargs):
         scales.append(kwargs["scale"])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(unfolding, "modality_weights", recording)
+    monkeypatch.setattr(guided, "modality_weights", recording)
     weight_ir, _ = model.attribution_weights(segmenter, ir, vi, mask, max_pixels=32 * 32)
     model.attribution_weights(segmenter, ir, vi, mask)
     assert scales == [pytest.approx(0.5), 1.0]

@@ -2,7 +2,9 @@
 
 - :func:`create_segmenter` (``(B, 1, H, W) -> logits (B, C, H, W)``, any size);
 - :func:`create_fusion_model` / :func:`register_fusion_model` / :func:`available_fusion_models`
-  (:mod:`uaafusion.models.registry`); ``"uaafusion"`` is :class:`UnfoldingFusionNet`;
+  (:mod:`uaafusion.models.registry`); ``"uaafusion"`` is :class:`UnfoldingFusionNet`, ``"alpha_blend"``,
+  ``"mask_guided"`` and ``"prompt"`` the heads of docs/method.md ("Other fusion heads"); all share
+  :class:`~uaafusion.models.guided.AttributionGuidedFusion` (mask, attribution weights);
 - checkpoints: :mod:`uaafusion.models.checkpoint` (``save_models``, ``load_models``).
 """
 

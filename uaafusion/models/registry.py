@@ -9,6 +9,9 @@ from typing import Any, TypeVar
 from torch import nn
 
 from uaafusion.errors import ConfigError
+from uaafusion.models.alpha_blend import AlphaBlendFusion
+from uaafusion.models.mask_guided import MaskGuidedFusion
+from uaafusion.models.prompt import PromptFusion
 from uaafusion.models.unfolding import UnfoldingFusionNet
 
 ModelFactory = TypeVar("ModelFactory", bound=Callable[..., nn.Module])
@@ -63,9 +66,9 @@ def create_fusion_model(name: str = "uaafusion", **kwargs: Any) -> nn.Module:
         )
     try:
         inspect.signature(factory).bind(**kwargs)
+        model = factory(**kwargs)  # a factory taking **kwargs may still refuse some (nn.Module's own __init__)
     except TypeError as error:
         raise ConfigError(f"fusion model {name!r} does not take these arguments {sorted(kwargs)}: {error}") from error
-    model = factory(**kwargs)
     existing = getattr(model, "spec", None)
     spec = dict(existing) if isinstance(existing, dict) else dict(kwargs)
     spec["name"] = name
@@ -74,3 +77,6 @@ def create_fusion_model(name: str = "uaafusion", **kwargs: Any) -> nn.Module:
 
 
 register_fusion_model("uaafusion")(UnfoldingFusionNet)
+register_fusion_model("alpha_blend")(AlphaBlendFusion)
+register_fusion_model("mask_guided")(MaskGuidedFusion)
+register_fusion_model("prompt")(PromptFusion)

@@ -217,8 +217,9 @@ def create_segmenter(
 
     ``arch``: an smp architecture name (``DeepLabV3Plus``, ``Unet``, ``FPN``, ... case-insensitive);
     ``encoder``: an smp encoder name (``mobilenet_v2``, ``resnet18``, ... or ``tu-<timm name>``);
-    ``encoder_weights``: ``None`` (random initialisation) or the path of a local state-dict file
-    of the encoder — named weights such as ``"imagenet"`` would need a download and are refused;
+    ``encoder_weights``: ``None`` (random initialisation), the path of a local state-dict file of the
+    encoder, or named weights such as ``"imagenet"``, which segmentation-models-pytorch downloads (on
+    a machine with internet; elsewhere give the file it saved);
     ``pad_multiple``: override the padding multiple (default ``max(2**encoder_depth, output stride)``);
     ``smp_kwargs``: passed to ``smp.create_model`` (``encoder_depth``, ``decoder_channels``, ...).
     Raises :class:`ConfigError` for unknown names or unusable weights.
@@ -230,26 +231,31 @@ def create_segmenter(
     if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
         raise ConfigError(f"segmenter in_channels = {in_channels!r}: expected an integer >= 1.")
     weights_path: Path | None = None
+    named_weights: str | None = None
     if encoder_weights is not None:
         candidate = Path(encoder_weights)
         looks_like_path = candidate.is_file() or candidate.suffix.lower() in _WEIGHT_FILE_SUFFIXES \
             or "/" in str(encoder_weights) or "\\" in str(encoder_weights)
-        if not looks_like_path:
-            raise ConfigError(
-                f"model.segmenter.encoder_weights = {str(encoder_weights)!r}: named pretrained weights "
-                "would be downloaded, and this project never downloads at run time. Use null "
-                "(random initialisation) or the path of a local state-dict file of the encoder."
-            )
-        weights_path = candidate
+        if looks_like_path:
+            weights_path = candidate
+        else:
+            named_weights = str(encoder_weights)  # segmentation-models-pytorch's own download
     _check_names(arch, encoder)
     try:
         model = smp.create_model(
-            arch, encoder_name=encoder, encoder_weights=None, in_channels=in_channels,
+            arch, encoder_name=encoder, encoder_weights=named_weights, in_channels=in_channels,
             classes=num_classes, **smp_kwargs,
         )
     except (TypeError, ValueError, KeyError, AssertionError) as error:
         raise ConfigError(
-            f"segmenter {arch}/{encoder} with arguments {smp_kwargs} cannot be built: {error}"
+            f"segmenter {arch}/{encoder} with arguments {smp_kwargs}"
+            f"{f' and encoder_weights {named_weights!r}' if named_weights else ''} cannot be built: {error}"
+        ) from error
+    except OSError as error:  # the download failed (no internet, a proxy): URLError is an OSError
+        raise ConfigError(
+            f"model.segmenter.encoder_weights = {named_weights!r}: segmentation-models-pytorch could not "
+            f"download them ({error}). Without internet, save the encoder's weights on a machine that has it "
+            "(torch.save(model.encoder.state_dict(), PATH)) and give that PATH, or null for random initialisation."
         ) from error
     if weights_path is not None:
         load_encoder_weights(model.encoder, weights_path)

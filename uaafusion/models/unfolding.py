@@ -33,16 +33,13 @@ import torch
 from torch import nn
 
 from uaafusion.attribution import (
-    ATTRIBUTION_METHODS,
     DEFAULT_ENGINE,
     DEFAULT_INTERNAL_BATCH_SIZE,
-    frozen_segmenter,
-    mask_from_logits,
-    modality_weights,
     pathway_attention,
     segmentation_score_gradient,
 )
-from uaafusion.errors import ConfigError, DataError
+from uaafusion.errors import ConfigError
+from uaafusion.models.guided import LOGIT_EPS, AttributionGuidedFusion, check_size, conv3x3
 from uaafusion.models.memory import ConvLSTMCell
 
 
@@ -53,7 +50,9 @@ class FusionOutput:
     fused: the fused luma in [0, 1]; weight_ir/weight_vi: the attribution weights used;
     attention: per stage, the attention gate ``sigmoid(gamma_k P_k)`` in [0, 1];
     estimates: per stage, ``F_k`` (the last one is ``fused``); mask: the one-hot ``(B, C, H, W)``
-    mask used (given or predicted).
+    mask used (given or predicted); maps: what a model adds for the report, by name (the alpha map
+    of ``alpha_blend``), each ``(B, 1, H, W)`` in [0, 1]; degradation_logits: a degradation-aware
+    model's ``(B, K)`` classifier logits over its kinds (``prompt``).
     """
 
     fused: torch.Tensor
@@ -62,22 +61,15 @@ class FusionOutput:
     attention: list[torch.Tensor] = field(default_factory=list)
     estimates: list[torch.Tensor] = field(default_factory=list)
     mask: torch.Tensor | None = None
+    maps: dict[str, torch.Tensor] = field(default_factory=dict)
+    degradation_logits: torch.Tensor | None = None
 
 
-def _conv(in_channels: int, out_channels: int) -> nn.Conv2d:
-    return nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
 
-
-_LOGIT_EPS = 1e-4
-
-# The image whose segmentation gives the class mask when no labels are given (inference).
-INFERENCE_MASKS: tuple[str, ...] = ("average", "infrared")
-
-# What an eval-mode forward computes (docs/inference.md). "exact": what training computes, one
-# segmenter gradient per stage for the attention; "fast": the first stage's gradient is reused by
-# the later stages (the estimates move little between stages: within 1% of exact on VIF, Qabf and
+# Inference modes (uaafusion.models.guided.INFERENCE_MODES) of this network: "exact" computes one
+# segmenter gradient per stage for the attention, as training does; "fast" reuses the first stage's
+# in the later stages (the estimates move little between stages: within 1% of exact on VIF, Qabf and
 # SSIM on the MSRS test pairs, reports/benchmarks.md). Training always computes exactly.
-INFERENCE_MODES: tuple[str, ...] = ("fast", "exact")
 
 # Without autograd (inference), each stage's proximal network runs over bands of about this many
 # pixels, with a halo of one row per 3x3 convolution on its path (:data:`_HALO`): the same numbers,
@@ -89,7 +81,7 @@ _HALO = 7  # feature encoder 2, memory cell 1, long memory 1, short memory 1, ou
 _Memory = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-class UnfoldingFusionNet(nn.Module):
+class UnfoldingFusionNet(AttributionGuidedFusion):
     """Attribution-guided deep unfolding fusion network with memory-augmented proximal stages.
 
     ``forward(ir, vi, segmenter, mask=None, weights=None) -> FusionOutput`` with
@@ -111,35 +103,13 @@ class UnfoldingFusionNet(nn.Module):
         inference_mask: str = "average",
         inference_mode: str = "fast",
     ) -> None:
-        super().__init__()
-        if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
-            raise ConfigError(f"model.fusion.stages = {stages!r}: expected an integer >= 1.")
-        if isinstance(features, bool) or not isinstance(features, int) or features < 1:
-            raise ConfigError(f"model.fusion.features = {features!r}: expected an integer >= 1.")
-        if attribution_method not in ATTRIBUTION_METHODS:
-            raise ConfigError(
-                f"attribution.method = {attribution_method!r} is not allowed; allowed: {', '.join(ATTRIBUTION_METHODS)}."
-            )
-        if inference_mask not in INFERENCE_MASKS:
-            raise ConfigError(
-                f"model.fusion.inference_mask = {inference_mask!r} is not allowed; allowed: {', '.join(INFERENCE_MASKS)}."
-            )
-        if inference_mode not in INFERENCE_MODES:
-            raise ConfigError(
-                f"model.fusion.inference_mode = {inference_mode!r} is not allowed; allowed: {', '.join(INFERENCE_MODES)}."
-            )
+        super().__init__(attribution_steps, attribution_method, internal_batch_size, attribution_engine,
+                         attribution_scale, inference_mask, inference_mode)
         if not 0.0 < initial_step_size < 1.0:
             raise ConfigError(f"initial_step_size = {initial_step_size!r}: expected a number in (0, 1).")
-        self.stages = stages
-        self.features = features
-        self.attribution_steps = attribution_steps
-        self.attribution_method = attribution_method
-        self.internal_batch_size = internal_batch_size
+        self.stages = check_size("stages", stages, 1)
+        self.features = check_size("features", features, 1)
         self.attention_eps = attention_eps
-        self.attribution_engine = attribution_engine
-        self.attribution_scale = attribution_scale
-        self.inference_mask = inference_mask
-        self.inference_mode = inference_mode
         self.spec: dict[str, object] = {
             "name": "uaafusion", "stages": stages, "features": features,
             "attribution_steps": attribution_steps, "attribution_method": attribution_method,
@@ -152,14 +122,14 @@ class UnfoldingFusionNet(nn.Module):
         self.step_size_logits = nn.Parameter(torch.full((stages,), logit))
         self.attention_scales = nn.Parameter(torch.ones(stages))
         self.feature_encoders = nn.ModuleList(
-            nn.Sequential(_conv(1, features), nn.LeakyReLU(0.1), _conv(features, features), nn.LeakyReLU(0.1))
+            nn.Sequential(conv3x3(1, features), nn.LeakyReLU(0.1), conv3x3(features, features), nn.LeakyReLU(0.1))
             for _ in range(stages)
         )
         self.memory_cell = ConvLSTMCell(3 * features, features)
-        self.long_memory_conv = _conv(features, features)
-        self.short_memory_convs = nn.ModuleList(_conv(features, features) for _ in range(stages))
+        self.long_memory_conv = conv3x3(features, features)
+        self.short_memory_convs = nn.ModuleList(conv3x3(features, features) for _ in range(stages))
         self.output_convs = nn.ModuleList(
-            nn.Sequential(_conv(features, features), nn.LeakyReLU(0.1), _conv(features, 1)) for _ in range(stages)
+            nn.Sequential(conv3x3(features, features), nn.LeakyReLU(0.1), conv3x3(features, 1)) for _ in range(stages)
         )
         for output_conv in self.output_convs:
             # Small (not zero: every parameter must receive gradients) initial corrections.
@@ -180,16 +150,6 @@ class UnfoldingFusionNet(nn.Module):
         mean_square = attention.pow(2).mean(dim=(1, 2, 3), keepdim=True)
         return attention / (mean_square + self.attention_eps**2).sqrt()
 
-    def predicted_mask(self, segmenter: nn.Module, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
-        """The class mask fusion uses without labels: one-hot ``(B, C, H, W)`` of ``argmax S(X)``.
-
-        ``X`` is the pixel average ``(ir + vi) / 2`` (``inference_mask="average"``) or the infrared
-        image (``"infrared"``: warm objects such as people stand out there; docs/experiments.md, item 2).
-        """
-        source = (ir + vi) / 2 if self.inference_mask == "average" else ir
-        with torch.no_grad():
-            return mask_from_logits(frozen_segmenter(segmenter)(source.detach()))
-
     def _proximal(self, stage: int, moved: torch.Tensor, gate: torch.Tensor,
                   memory: _Memory | None) -> tuple[torch.Tensor, _Memory]:
         """One stage's learned proximal operator with memory: ``G_k`` ``(B, 1, H, W)``, the gate and the
@@ -204,7 +164,7 @@ class UnfoldingFusionNet(nn.Module):
         short_memory = long_memory + self.short_memory_convs[stage](long_memory) * gate
         # Proximal output as a correction of the gradient-step estimate (in logit space), so
         # an untrained stage starts near the attribution-weighted estimate instead of gray.
-        estimate = torch.sigmoid(torch.logit(moved.clamp(_LOGIT_EPS, 1.0 - _LOGIT_EPS))
+        estimate = torch.sigmoid(torch.logit(moved.clamp(LOGIT_EPS, 1.0 - LOGIT_EPS))
                                  + self.output_convs[stage](short_memory))
         return estimate, (hidden, cell, long_memory, short_memory)
 
@@ -231,28 +191,6 @@ class UnfoldingFusionNet(nn.Module):
         assert new_memory is not None
         return estimate, new_memory  # type: ignore[return-value]
 
-    def attribution_weights(
-        self,
-        segmenter: nn.Module,
-        ir: torch.Tensor,
-        vi: torch.Tensor,
-        mask: torch.Tensor,
-        max_pixels: int | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The weights ``(w_ir, w_vi)`` ``(B, 1, H, W)`` that :meth:`forward` computes when none are given.
-
-        ``max_pixels`` caps the image the region scores are computed on (the attribution scale is
-        lowered until ``H * W * scale^2 <= max_pixels``): tiled inference of very large images
-        (:mod:`uaafusion.tiling`) uses it to keep the attribution's time and memory bounded.
-        """
-        scale = self.attribution_scale
-        if max_pixels is not None:
-            scale = min(scale, math.sqrt(max_pixels / float(ir.shape[-2] * ir.shape[-1])))
-        return modality_weights(
-            segmenter, ir, vi, mask, self.attribution_steps, self.attribution_method, self.internal_batch_size,
-            engine=self.attribution_engine, scale=scale,
-        )
-
     def forward(
         self,
         ir: torch.Tensor,
@@ -267,23 +205,8 @@ class UnfoldingFusionNet(nn.Module):
         weights: ``(w_ir, w_vi)`` each ``(B, 1, H, W)`` (e.g. from a :class:`~uaafusion.attribution.WeightCache`);
         None -> computed here with :func:`~uaafusion.attribution.modality_weights`.
         """
-        if ir.dim() != 4 or ir.shape[1] != 1 or ir.shape != vi.shape:
-            raise DataError(f"ir and vi must both be (B, 1, H, W); got {tuple(ir.shape)} and {tuple(vi.shape)}")
+        mask, weight_ir, weight_vi = self.guidance(ir, vi, segmenter, mask, weights)
         average = (ir + vi) / 2
-        if mask is None:
-            mask = self.predicted_mask(segmenter, ir, vi)
-        if mask.dim() != 4 or mask.shape[0] != ir.shape[0] or mask.shape[-2:] != ir.shape[-2:]:
-            raise DataError(f"mask must be (B, C, H, W) matching {tuple(ir.shape)}, got {tuple(mask.shape)}")
-        mask = mask.to(ir.dtype)
-        if weights is None:
-            weight_ir, weight_vi = self.attribution_weights(segmenter, ir, vi, mask)
-        else:
-            weight_ir, weight_vi = weights
-            if weight_ir.shape != ir.shape or weight_vi.shape != ir.shape:
-                raise DataError(
-                    f"weights must both be {tuple(ir.shape)}; got {tuple(weight_ir.shape)} and {tuple(weight_vi.shape)}"
-                )
-        weight_ir, weight_vi = weight_ir.to(ir), weight_vi.to(ir)
         target = weight_ir * ir + weight_vi * vi
 
         estimate = average

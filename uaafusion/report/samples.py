@@ -7,7 +7,7 @@ the fused image; the ground truth when the image has labels.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +30,13 @@ class SamplePanels:
     attention: np.ndarray | None = None
     segmentation: np.ndarray | None = None
     ground_truth: np.ndarray | None = None
+    model_maps: dict[str, np.ndarray] = field(default_factory=dict)  # a head's own maps (alpha of alpha_blend)
 
     def titled(self) -> list[tuple[str, np.ndarray | None]]:
-        """The pictures in panel order with their titles."""
+        """The pictures in panel order with their titles (a head's own maps after the attention)."""
         return [("infrared", self.infrared), ("visible", self.visible), ("fused (ours)", self.fused),
                 ("weight IR (0–1)", self.weight_ir), ("attention, last stage", self.attention),
+                *((f"{name} (0–1)", picture) for name, picture in self.model_maps.items()),
                 ("segmentation (fused)", self.segmentation), ("ground truth", self.ground_truth)]
 
 
@@ -86,6 +88,8 @@ def sample_panels(params: Params, paths: ProjectPaths, notes: list[str]) -> Iter
             panels.weight_ir = colourise_map(output.weight_ir[0])
             if output.attention:
                 panels.attention = colourise_map(output.attention[-1][0], colour_map="viridis")
+            panels.model_maps = {name: colourise_map(value[0], colour_map="viridis")
+                                 for name, value in getattr(output, "maps", {}).items()}
             classes = predict_classes(models.segmenter, fused_luma[None].to(device))[0].cpu()
             panels.segmentation = colourise_segmentation(classes, data.num_classes, ignore_index=None)
         label = sample["label"]

@@ -98,11 +98,12 @@ def fusion_epoch(context: TrainingContext, unit: str, weights: Mapping[str, torc
         ir_target, vi_target = loss_targets(batch)
         weight_ir = crop_stored(weights, batch, context.device)
         mask = labels_to_one_hot(labels, params.data.num_classes, params.data.ignore_index)
+        conditioning = fusion_conditioning(fusion, batch)
         optimizer.zero_grad(set_to_none=True)
         with autocast(context):
-            output = model(ir, vi, segmenter, mask=mask, weights=(weight_ir, 1.0 - weight_ir),
-                           **fusion_conditioning(fusion, batch))
-            terms = loss_function(output, ir_target, vi_target, frozen(output.fused), labels, roi)
+            output = model(ir, vi, segmenter, mask=mask, weights=(weight_ir, 1.0 - weight_ir), **conditioning)
+            terms = loss_function(output, ir_target, vi_target, frozen(output.fused), labels, roi,
+                                  conditioning.get("degradation"))
         loss = terms["total"]
         check_finite(context, unit, loss)
         loss.backward()
@@ -144,12 +145,12 @@ def joint_epoch(context: TrainingContext, unit: str) -> dict[str, float]:
         weight_ir, weight_vi = modality_weights(segmenter, ir, vi, mask, attribution.steps, method=attribution.method,
                                                 internal_batch_size=attribution.internal_batch_size,
                                                 engine=attribution.engine, scale=attribution.scale)
+        conditioning = fusion_conditioning(fusion, batch)
         fusion_optimizer.zero_grad(set_to_none=True)
         with autocast(context):
-            output = fusion_model(ir, vi, segmenter, mask=mask, weights=(weight_ir, weight_vi),
-                                  **fusion_conditioning(fusion, batch))
+            output = fusion_model(ir, vi, segmenter, mask=mask, weights=(weight_ir, weight_vi), **conditioning)
             terms = loss_function(output, ir_target, vi_target, frozen_segmenter(segmenter)(output.fused),
-                                  labels, roi)
+                                  labels, roi, conditioning.get("degradation"))
         check_finite(context, unit, terms["total"])
         terms["total"].backward()
         clip_gradients(fusion, params.train.grad_clip)
