@@ -59,6 +59,11 @@ def is_main() -> bool:
     return world().is_main
 
 
+def progress_disabled() -> bool | None:
+    """tqdm's ``disable`` for this process: ``None`` (shown on a terminal) in rank 0, ``True`` elsewhere."""
+    return None if is_main() else True
+
+
 def environment_rank() -> int:
     """The global rank torchrun gave this process (0 without torchrun), known before the group exists."""
     return int(os.environ.get("RANK", "0"))

@@ -16,13 +16,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from uaafusion.models.guided import FusionHead, conv3x3, corrected, start_small
+from uaafusion.models.guided import AttributionGuidedFusion, conv3x3, corrected, start_small
 from uaafusion.models.unfolding import FusionOutput
 
 DETAIL_RANGE = 0.1  # |delta| <= 0.1: a detail correction, not a second image
 
 
-class AlphaBlendFusion(FusionHead):
+class AlphaBlendFusion(AttributionGuidedFusion):
     """Pixel-wise alpha blending with modality-aware attention (FusionNet-style), attribution-guided.
 
     ``forward(ir, vi, segmenter, mask=None, weights=None) -> FusionOutput`` with ``ir, vi (B, 1, H, W)``

@@ -61,11 +61,15 @@ def check_size(name: str, value: object, minimum: int) -> int:
 
 
 class AttributionGuidedFusion(nn.Module):
-    """Base of the fusion models: the attribution and inference-mask settings, the predicted mask and
-    the attribution weights (see the module's docstring)."""
+    """Base of the fusion models: their sizes (``stages``: their 3x3 blocks or stages; ``features``: the
+    channels), the attribution and inference-mask settings, the predicted mask and the attribution
+    weights (see the module's docstring). A subclass builds its layers in :meth:`build`, which the
+    constructor calls last (or after ``super().__init__`` when it takes more arguments)."""
 
     def __init__(
         self,
+        stages: int = 3,
+        features: int = 16,
         attribution_steps: int = 5,
         attribution_method: str = "riemann_right",
         internal_batch_size: int | None = DEFAULT_INTERNAL_BATCH_SIZE,
@@ -87,6 +91,12 @@ class AttributionGuidedFusion(nn.Module):
         self.attribution_scale = attribution_scale
         self.inference_mask = inference_mask
         self.inference_mode = inference_mode
+        self.stages = check_size("stages", stages, 1)
+        self.features = check_size("features", features, 1)
+        self.build(self.stages, self.features)
+
+    def build(self, stages: int, features: int) -> None:
+        """The subclass's layers (nothing here)."""
 
     def predicted_mask(self, segmenter: nn.Module, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
         """The class mask fusion uses without labels: one-hot ``(B, C, H, W)`` of ``argmax S(X)``.
@@ -136,28 +146,3 @@ class AttributionGuidedFusion(nn.Module):
                 )
         return mask, weight_ir.to(ir), weight_vi.to(ir)
 
-
-class FusionHead(AttributionGuidedFusion):
-    """A head sized by ``stages`` (its 3x3 blocks) and ``features`` (their channels), with the guidance
-    settings of :class:`AttributionGuidedFusion`; subclasses build their layers in :meth:`build`."""
-
-    def __init__(
-        self,
-        stages: int = 3,
-        features: int = 16,
-        attribution_steps: int = 5,
-        attribution_method: str = "riemann_right",
-        internal_batch_size: int | None = DEFAULT_INTERNAL_BATCH_SIZE,
-        attribution_engine: str = DEFAULT_ENGINE,
-        attribution_scale: float = 1.0,
-        inference_mask: str = "average",
-        inference_mode: str = "fast",
-    ) -> None:
-        super().__init__(attribution_steps, attribution_method, internal_batch_size, attribution_engine,
-                         attribution_scale, inference_mask, inference_mode)
-        self.stages = check_size("stages", stages, 1)
-        self.features = check_size("features", features, 1)
-        self.build(self.stages, self.features)
-
-    def build(self, stages: int, features: int) -> None:
-        raise NotImplementedError

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from uaafusion.models.guided import FusionHead, conv3x3, corrected, start_small
+from uaafusion.models.guided import AttributionGuidedFusion, conv3x3, corrected, start_small
 from uaafusion.models.unfolding import FusionOutput
 
 MASK_SHARPNESS = 5.0  # k of AMG-Fuse's mask
@@ -63,7 +63,7 @@ class ChannelCrossAttention(nn.Module):
         return (attention @ self.value(keys_values).flatten(2)).view_as(queries)
 
 
-class MaskGuidedFusion(FusionHead):
+class MaskGuidedFusion(AttributionGuidedFusion):
     """Modality-aware mask and mask-guided cross-attention (AMG-Fuse-style), attribution-guided.
 
     ``forward(ir, vi, segmenter, mask=None, weights=None) -> FusionOutput`` with ``ir, vi (B, 1, H, W)``

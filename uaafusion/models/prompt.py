@@ -24,7 +24,7 @@ from torch import nn
 from uaafusion.data.degrade import DEGRADATIONS
 from uaafusion.data.sample_degradation import CLEAN
 from uaafusion.errors import DataError
-from uaafusion.models.guided import FusionHead, conv3x3, corrected, start_small
+from uaafusion.models.guided import AttributionGuidedFusion, conv3x3, corrected, start_small
 from uaafusion.models.unfolding import FusionOutput
 
 DEGRADATION_KINDS: tuple[str, ...] = (CLEAN, *DEGRADATIONS)
@@ -60,7 +60,7 @@ class StatisticsPooling(nn.Module):
         return torch.cat([flat.mean(dim=2), flat.std(dim=2)], dim=1)
 
 
-class PromptFusion(FusionHead):
+class PromptFusion(AttributionGuidedFusion):
     """Degradation-prompted fusion in a unified latent space with FiLM (LURE / Text-IF-style), attribution-guided.
 
     ``forward(ir, vi, segmenter, mask=None, weights=None, degradation=None) -> FusionOutput``;

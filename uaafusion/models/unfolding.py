@@ -39,7 +39,7 @@ from uaafusion.attribution import (
     segmentation_score_gradient,
 )
 from uaafusion.errors import ConfigError
-from uaafusion.models.guided import LOGIT_EPS, AttributionGuidedFusion, check_size, conv3x3
+from uaafusion.models.guided import LOGIT_EPS, AttributionGuidedFusion, conv3x3
 from uaafusion.models.memory import ConvLSTMCell
 
 
@@ -103,12 +103,10 @@ class UnfoldingFusionNet(AttributionGuidedFusion):
         inference_mask: str = "average",
         inference_mode: str = "fast",
     ) -> None:
-        super().__init__(attribution_steps, attribution_method, internal_batch_size, attribution_engine,
-                         attribution_scale, inference_mask, inference_mode)
+        super().__init__(stages, features, attribution_steps, attribution_method, internal_batch_size,
+                         attribution_engine, attribution_scale, inference_mask, inference_mode)
         if not 0.0 < initial_step_size < 1.0:
             raise ConfigError(f"initial_step_size = {initial_step_size!r}: expected a number in (0, 1).")
-        self.stages = check_size("stages", stages, 1)
-        self.features = check_size("features", features, 1)
         self.attention_eps = attention_eps
         self.spec: dict[str, object] = {
             "name": "uaafusion", "stages": stages, "features": features,

@@ -65,7 +65,7 @@ def train_batches(context: TrainingContext, unit: str) -> Iterator[dict[str, Any
     loader = DataLoader(dataset, batch_sampler=ddp.RankShareSampler(global_batches, current.rank, current.world_size),
                         generator=generator, num_workers=params.data.num_workers,
                         collate_fn=getattr(dataset, "collate", None))
-    for batch in tqdm(loader, desc=unit, leave=False, disable=None if current.is_main else True):
+    for batch in tqdm(loader, desc=unit, leave=False, disable=ddp.progress_disabled()):
         yield {key: value.to(context.device) if isinstance(value, torch.Tensor) and key != "crop" else value
                for key, value in batch.items()}
 

@@ -51,23 +51,23 @@ def round_weights(context: TrainingContext, round_index: int) -> Mapping[str, to
     """This round's infrared weights ``(1, H, W)`` of every full training image, by name: loaded from
     the run folder, or computed (:func:`_compute_weights`) and kept there."""
     def compute() -> dict[str, torch.Tensor]:
-        names = context.dataset(context.params.data.train_split, crop=False).names
-        weights = ddp.gather_shards(_attribution_chunks(context), lambda chunks: _compute_weights(context, chunks))
-        return {name: weights[name] for name in names}
+        dataset = context.dataset(context.params.data.train_split, crop=False)
+        chunks = _attribution_chunks(len(dataset), context.params.data.batch_size)
+        weights = ddp.gather_shards(chunks, lambda mine: _compute_weights(context, dataset, mine))
+        return {name: weights[name] for name in dataset.names}
 
     return _kept_in_run_folder(context.run_dir / f"weights-round-{round_index}.pt", compute)
 
 
-def _attribution_chunks(context: TrainingContext) -> list[range]:
-    """The training images' indices in batches of ``data.batch_size`` (one attribution batch each)."""
-    size = len(context.dataset(context.params.data.train_split, crop=False))
-    chunk = max(1, context.params.data.batch_size)
+def _attribution_chunks(size: int, batch_size: int) -> list[range]:
+    """Indices of ``size`` training images in batches of ``batch_size`` (one attribution batch each)."""
+    chunk = max(1, batch_size)
     return [range(start, min(start + chunk, size)) for start in range(0, size, chunk)]
 
 
-def _compute_weights(context: TrainingContext, chunks: list[range]) -> dict[str, torch.Tensor]:
-    """Attribution weights ``(1, H, W)`` by name of the full training images in ``chunks`` (this
-    process's share of :func:`_attribution_chunks`), each with its label mask, one batch per chunk
+def _compute_weights(context: TrainingContext, dataset: Any, chunks: list[range]) -> dict[str, torch.Tensor]:
+    """Attribution weights ``(1, H, W)`` by name of the full training images of ``dataset`` in ``chunks``
+    (this process's share of :func:`_attribution_chunks`), each with its label mask, one batch per chunk
     (:class:`~uaafusion.attribution.WeightCache`)."""
     from uaafusion.attribution import WeightCache
 
@@ -78,9 +78,8 @@ def _compute_weights(context: TrainingContext, chunks: list[range]) -> dict[str,
     cache = WeightCache(steps=attribution.steps, method=attribution.method,
                         internal_batch_size=attribution.internal_batch_size,
                         engine=attribution.engine, scale=attribution.scale)
-    dataset = context.dataset(params.data.train_split, crop=False)
     names: list[str] = []
-    for indices in tqdm(chunks, desc="attribution weights", leave=False, disable=None if ddp.is_main() else True):
+    for indices in tqdm(chunks, desc="attribution weights", leave=False, disable=ddp.progress_disabled()):
         samples = [dataset[index] for index in indices]
         chunk_names, ir_list, vi_list, class_masks = [], [], [], []
         for sample in samples:
@@ -126,7 +125,7 @@ def fused_image_store(context: TrainingContext, weights: Mapping[str, torch.Tens
 
     def fuse(indices: list[int]) -> dict[str, torch.Tensor]:
         fused: dict[str, torch.Tensor] = {}
-        for index in tqdm(indices, desc="fusing training images", leave=False, disable=None if ddp.is_main() else True):
+        for index in tqdm(indices, desc="fusing training images", leave=False, disable=ddp.progress_disabled()):
             sample = dataset[index]
             ir = sample["ir"][None].to(context.device)
             vi = sample["vi"][None].to(context.device)
