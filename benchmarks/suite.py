@@ -1,6 +1,6 @@
 """The benchmark suite: ``python -m benchmarks``.
 
-Sections (``--only``, comma-separated; default all but ``distributed`` and ``pipeline``):
+Sections (``--only``, comma-separated; default all but ``methods``, ``distributed`` and ``pipeline``):
 
 - ``attribution``: weight maps, batched :func:`~uaafusion.attribution.modality_weights` (one
   variant per engine: on CPU the params' engine, on CUDA all) vs the per-class loop, same numbers
@@ -17,6 +17,9 @@ Sections (``--only``, comma-separated; default all but ``distributed`` and ``pip
 - ``metrics``: the nine fusion metrics over 60 images of 640x480 (:mod:`benchmarks.metrics`);
 - ``degrade``: every degradation kind applied to the 60 MSRS test pairs, files in and out
   (:mod:`benchmarks.degrade`);
+- ``methods`` (only with ``--only``): per method preset (``params/methods/*.yaml``), one fusion-stage
+  training step at its batch and one 640x480 pair fused with its trained model, for the methods
+  comparison (:mod:`benchmarks.methods`);
 - ``distributed`` (only with ``--only``): samples per second of one training round in one process of
   N threads against N processes of one thread under torchrun (on CUDA: 1 GPU against N GPUs), N =
   ``--processes`` (:mod:`benchmarks.distributed`);
@@ -51,8 +54,9 @@ import torch
 from benchmarks.timing import log, machine_info, torch_threads, usable_cores, utc_now, version_info
 from uaafusion.attribution import ATTRIBUTION_ENGINES
 
-SECTIONS: tuple[str, ...] = ("attribution", "training", "inference", "metrics", "degrade", "distributed", "pipeline")
-DEFAULT_SECTIONS: tuple[str, ...] = SECTIONS[:-2]
+SECTIONS: tuple[str, ...] = ("attribution", "training", "inference", "metrics", "degrade", "methods", "distributed",
+                             "pipeline")
+DEFAULT_SECTIONS: tuple[str, ...] = SECTIONS[:-3]
 SCHEMA_VERSION = 1
 # --quick: tiny models and images for the training and inference sections.
 QUICK_PARAM_OVERRIDES: dict[str, Any] = {
@@ -167,7 +171,7 @@ def default_out(root: Path, device: torch.device, quick: bool) -> Path:
 
 def run_suite(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
     """Run the selected sections; write and return ``(document, path written)``."""
-    from benchmarks import attribution, degrade, distributed, inference, metrics, pipeline, training
+    from benchmarks import attribution, degrade, distributed, inference, methods, metrics, pipeline, training
     from uaafusion.device import resolve_device
 
     started = time.perf_counter()
@@ -225,6 +229,16 @@ def run_suite(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
             elif name == "degrade":
                 found, found_ratios = degrade.benchmark_degrade(args.root, args.quick, repeats, params.seed), {}
                 info[name] = {"repeats": repeats, "warmup": 0}
+            elif name == "methods":
+                from uaafusion.config import parse_overrides
+
+                overrides = {**(QUICK_PARAM_OVERRIDES if args.quick else {}), **parse_overrides(args.set)}
+                found = methods.benchmark_methods(args.root, device, repeats, warmup, args.quick, overrides, params.seed,
+                                                  args.threads)
+                found_ratios = {}
+                info[name] = {**common, "presets": [str(path) for path in methods.method_presets(args.root)],
+                              "what": "per method preset: one cached fusion-stage step at its batch; one 640x480 pair "
+                                      "fused with its trained model (fresh process, the checkpoint's inference mode)"}
             elif name == "distributed":
                 processes = args.processes or (torch.cuda.device_count() if device.type == "cuda" else usable_cores())
                 found = distributed.benchmark_distributed(params, device.type, max(2, processes or 2), repeats,

@@ -254,3 +254,24 @@ def test_quick_distributed_section_times_one_and_two_processes(tmp_path: Path) -
         assert case["samples_per_s"] == pytest.approx(case["samples"] / case["median_s"])
     assert one["steps"] == two["steps"]  # the same global batches in one and in two processes
     assert document["ratios"]["distributed/2_processes_vs_1"] == pytest.approx(two["samples_per_s"] / one["samples_per_s"])
+
+
+def test_quick_methods_section_times_every_method_preset(tmp_path: Path) -> None:
+    from benchmarks.methods import method_presets
+
+    out = tmp_path / "bench.json"
+    assert suite.main(["--quick", "--device", "cpu", "--only", "methods", "--repeats", "2", "--threads", "1",
+                       "--root", str(REPO_ROOT), "--out", str(out)]) == 0
+    document = json.loads(out.read_text())
+    names = [path.stem for path in method_presets(REPO_ROOT)]
+    assert {"alpha_blend", "mask_guided", "prompt", "uaafusion"} <= set(names)
+    timed = {key for key in document["cases"] if key.startswith("methods/")}
+    assert timed == {f"methods/{name}/{case}" for name in names for case in ("fusion-step", "fuse-64x48")}
+    for name in names:
+        step, fuse = document["cases"][f"methods/{name}/fusion-step"], document["cases"][f"methods/{name}/fuse-64x48"]
+        _check_timing(step, 2)
+        _check_timing(fuse, 2)
+        assert step["batch"] == 2 and step["preset"].endswith(f"{name}.yaml")  # the preset's params, shrunk by --quick
+        assert fuse["output_shape"][:2] == [48, 64]
+        assert fuse["models"].startswith("params defaults (untrained")  # --quick never loads the trained models
+    assert document["sections"]["methods"]["presets"] == [str(path) for path in method_presets(REPO_ROOT)]

@@ -17,7 +17,7 @@ from uaafusion.errors import UAAFusionError
 
 # Each module exposes ``register(subparsers)``; its parser sets ``func`` (args -> exit code).
 COMMAND_MODULES: tuple[str, ...] = ("prepare", "degrade", "evaluate", "compare", "fuse", "report", "sync-tracking",
-                                    "methods")
+                                    "methods", "compare-methods")
 COMMAND_ENTRY_POINTS = "uaafusion.commands"
 """Entry-point group of commands from other packages: each names a ``register(subparsers)`` function."""
 

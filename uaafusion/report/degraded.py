@@ -17,13 +17,16 @@ DEGRADED_METRICS: tuple[str, ...] = ("VIF", "Qabf", "SSIM", "box_mIoU", "mIoU")
 the segmenter's set-level mIoU on the fused images."""
 
 
-def degraded_tables(document: dict[str, Any]) -> list[Table]:
+def degraded_tables(document: dict[str, Any], reference: str = OUR_METHOD) -> list[Table]:
     """A means table per metric (rows: kinds, columns: methods) and, when other trained models were
-    compared, one differences table per such model (rows: kinds, columns: metrics)."""
+    compared, one differences table per such model (rows: kinds, columns: metrics): ``reference`` (the
+    method the document's comparisons start from) minus it."""
     sets: dict[str, dict[str, Any]] = document.get("sets") or {}
     if not sets:
         return []
-    methods = method_order({method for entry in sets.values() for method in entry["mean"]})
+    present = {method for entry in sets.values() for method in entry["mean"]}
+    methods = [reference, *(method for method in method_order(present) if method != reference)] \
+        if reference in present else method_order(present)
     severity = document.get("severity")
     where = f"severity {severity}, seed {document.get('seed')}"
     tables = []
@@ -47,12 +50,12 @@ def degraded_tables(document: dict[str, Any]) -> list[Table]:
                 cells.append(Cell(text, BEST_MARK, "best", f"best {metric}", True) if method in best else Cell(text))
             table.rows.append(Row(cells))
         tables.append(table)
-    trained = [method for method in methods if method != OUR_METHOD and method not in BASELINE_METHODS]
+    trained = [method for method in methods if method != reference and method not in BASELINE_METHODS]
     for other in trained:
         metrics = [metric for metric in DEGRADED_METRICS
                    if any(metric in entry["comparison"]["against"].get(other, {}) for entry in sets.values())]
-        table = Table(f"Degraded test sets ({where}): {OUR_METHOD} minus {other}",
-                      ["degradation", *(f"{metric}: {OUR_METHOD} − {other}" for metric in metrics)], legend=LEGEND)
+        table = Table(f"Degraded test sets ({where}): {reference} minus {other}",
+                      ["degradation", *(f"{metric}: {reference} − {other}" for metric in metrics)], legend=LEGEND)
         for kind, entry in sets.items():
             differences = entry["comparison"]["against"].get(other, {})
             table.rows.append(Row([Cell(kind, css="method"), *(
