@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from uaafusion.errors import ConfigError
     from uaafusion.metrics.comparison import compare_methods
     from uaafusion.report.figures import Figure
+    from uaafusion.report.inputs import read_parent_run
     from uaafusion.report.methods import (
         combined_evaluation,
         comparison_paths,
@@ -93,16 +94,10 @@ def run(args: argparse.Namespace) -> int:
                  " ".join(["uaafusion compare-methods", *map(shlex.quote, map(str, args.presets)),
                            *(["--degraded", shlex.quote(str(args.degraded))] if args.degraded else []),
                            *(["--out", shlex.quote(str(args.out))] if args.out != DEFAULT_OUT else [])])]
-    provenance = [(f"MLflow parent run of {run.name}", _parent_run(run.paths.mlflow_pointer)) for run in runs]
+    provenance = [(f"MLflow parent run of {run.name}", read_parent_run(run.paths.mlflow_pointer)) for run in runs]
     context = methods_context(runs, results, comparison, facts, degraded, discussion, figures, commands,
                               [(label, value) for label, value in provenance if value])
     index = write_methods_pages(context, out.reports)
     print(f"methods comparison written to {index} (and {index.parent / 'README.md'})")
     return 0
 
-
-def _parent_run(pointer: Path) -> str | None:
-    try:
-        return str(json.loads(pointer.read_text())["parent_run_id"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None

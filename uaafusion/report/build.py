@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from uaafusion.report.figures import (
     read_csv_rows,
     sample_file,
 )
-from uaafusion.report.inputs import BuildRecord, read_evaluation, relative
+from uaafusion.report.inputs import BuildRecord, read_evaluation, read_parent_run, relative
 from uaafusion.report.render import write_pages
 from uaafusion.report.samples import sample_panels
 
@@ -91,8 +90,4 @@ def _provenance(paths: ProjectPaths) -> tuple[str | None, str | None]:
     """The git commit of the project and the pipeline's MLflow parent run, where known."""
     from uaafusion.tracking import git_commit
 
-    try:
-        run = json.loads(paths.mlflow_pointer.read_text()).get("parent_run_id")
-    except (OSError, json.JSONDecodeError, AttributeError):
-        run = None
-    return git_commit(paths.root) or None, None if run is None else str(run)
+    return git_commit(paths.root) or None, read_parent_run(paths.mlflow_pointer)

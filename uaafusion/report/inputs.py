@@ -124,3 +124,12 @@ class BuildRecord:
             return cls()
         return cls([str(note) for note in document.get("notes") or []],
                    document.get("git_commit"), document.get("mlflow_parent_run"))
+
+
+def read_parent_run(pointer: Path) -> str | None:
+    """The MLflow parent run id in a models folder's run pointer (``mlflow-run.json``), ``None`` when unknown."""
+    try:
+        run = json.loads(pointer.read_text()).get("parent_run_id")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    return None if run is None else str(run)
